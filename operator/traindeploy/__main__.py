@@ -1,0 +1,3 @@
+from traindeploy.cli import main
+
+raise SystemExit(main())

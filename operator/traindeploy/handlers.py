@@ -1,0 +1,1 @@
+"""kopf handlers for TrainDeploy. The reconcile logic lands with the API issue."""

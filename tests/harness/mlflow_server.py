@@ -1,0 +1,106 @@
+"""A real MLflow tracking server with a SQLite backend and a local artifact store, on loopback.
+
+    with MlflowServer() as server:
+        server.url   # http://127.0.0.1:PORT
+
+Command line: `python -m harness.mlflow_server up`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from harness import processes
+
+log = logging.getLogger(__name__)
+
+
+class MlflowServer:
+    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+        self._owns_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="traindeploy-mlflow-"))
+        self.port = port or processes.free_port()
+        self.logfile = self.workdir / "mlflow.log"
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.workdir / "artifacts"
+
+    def start(self, timeout: float = 120.0) -> "MlflowServer":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.artifacts_dir.mkdir(exist_ok=True)
+        mlflow = Path(sys.executable).with_name("mlflow")
+        if not mlflow.exists():
+            raise RuntimeError(f"{mlflow} not found: install the test extras (pip install -e '.[test]')")
+        started = time.monotonic()
+        env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+        self._proc = processes.start([
+            str(mlflow), "server",
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--backend-store-uri", f"sqlite:///{self.workdir / 'mlflow.db'}",
+            # Clients upload artifacts through the server, as trainers in pods would.
+            "--artifacts-destination", self.artifacts_dir.as_uri(),
+            "--workers", "1",
+        ], self.logfile, env=env, cwd=self.workdir)
+        try:
+            processes.wait_until(self._healthy, timeout, "mlflow server", self._proc, self.logfile,
+                                 interval=0.5)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("mlflow server up at %s in %.1fs", self.url, time.monotonic() - started)
+        return self
+
+    def _healthy(self) -> bool:
+        with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
+            return response.status == 200
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            processes.stop(self._proc)
+            self._proc = None
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "MlflowServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.mlflow_server",
+                                     description="Start a local MLflow server and keep it up until interrupted.")
+    parser.add_argument("command", choices=["up"])
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    with MlflowServer(workdir=args.workdir, port=args.port) as server:
+        print(f"export MLFLOW_TRACKING_URI={server.url}", flush=True)
+        stopping.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

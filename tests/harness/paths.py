@@ -1,0 +1,40 @@
+"""Where the harness finds the repository, its cache and the upstream CRDs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONTROLPLANE_MODULE = REPO_ROOT / "tests" / "controlplane"
+OUR_CRDS = REPO_ROOT / "crds"
+
+UPSTREAM_CRDS_ENV = "TRAINDEPLOY_UPSTREAM_CRDS"
+
+
+def cache_dir() -> Path:
+    """Binaries and downloads outlive a checkout: they sit in the user's cache, keyed by content."""
+    root = os.environ.get("TRAINDEPLOY_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "traindeploy"
+
+
+def upstream_crds_dir() -> Path:
+    """The upstream child CRDs are test data kept outside the project (see PROVENANCE.md there).
+
+    `$TRAINDEPLOY_UPSTREAM_CRDS` wins; otherwise the nearest `shared/crds/upstream` beside the
+    checkout or one of its parents, so a clone placed elsewhere on the machine still finds it.
+    """
+    configured = os.environ.get(UPSTREAM_CRDS_ENV)
+    if configured:
+        path = Path(configured)
+        if not path.is_dir():
+            raise FileNotFoundError(f"${UPSTREAM_CRDS_ENV}={configured} is not a directory")
+        return path
+    for parent in REPO_ROOT.parents:
+        candidate = parent / "shared" / "crds" / "upstream"
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"upstream CRDs not found beside {REPO_ROOT}; set ${UPSTREAM_CRDS_ENV} to their directory")
