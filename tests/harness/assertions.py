@@ -4,25 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from traindeploy.diff import drift
 
-def dropped_fields(sent: Any, stored: Any, path: str = "") -> list[str]:
+
+def dropped_fields(sent: Any, stored: Any) -> list[str]:
     """Paths of values in `sent` that `stored` lacks or holds differently.
 
     Defaults the apiserver adds are fine; a field it pruned (unknown to the schema) or changed
-    is listed. Lists are compared item by item.
+    is listed. The operator uses the same comparison to decide whether a child needs a patch.
     """
-    if isinstance(sent, dict):
-        if not isinstance(stored, dict):
-            return [path or "."]
-        problems = []
-        for key, value in sent.items():
-            if key not in stored:
-                problems.append(f"{path}.{key}")
-            else:
-                problems += dropped_fields(value, stored[key], f"{path}.{key}")
-        return problems
-    if isinstance(sent, list):
-        if not isinstance(stored, list) or len(stored) != len(sent):
-            return [path]
-        return [p for i, (a, b) in enumerate(zip(sent, stored)) for p in dropped_fields(a, b, f"{path}[{i}]")]
-    return [] if sent == stored else [path]
+    return drift(sent, stored)

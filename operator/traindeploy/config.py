@@ -1,0 +1,50 @@
+"""Operator configuration, read once at start-up from the environment (the Helm chart sets it)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    # Defaults a TrainDeploy may leave out.
+    mlflow_tracking_uri: str | None = None
+    kfp_endpoint: str | None = None
+    kfp_ui_endpoint: str | None = None
+    gpu_resource: str = "nvidia.com/gpu"
+    deployment_mode: str | None = None  # Knative | Standard; None leaves KServe's own default
+    # Outside calls: each request is bounded, and a failing dependency is retried with backoff.
+    http_timeout: float = 10.0
+    backoff_initial: float = 2.0
+    backoff_max: float = 300.0
+    # Outside systems that cannot be watched (KFP, MLflow registration) are polled this often
+    # while a stage waits on them; Kubernetes children are watched, not polled.
+    poll_interval: float = 30.0
+    # A safety net re-reconcile for every TrainDeploy, in case a watch event was missed.
+    resync_interval: float = 600.0
+    # The operator fails a training stage this long after the job's own activeDeadlineSeconds,
+    # in case the training controller never reports it.
+    deadline_grace: float = 60.0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "OperatorConfig":
+        env = os.environ if environ is None else environ
+
+        def number(key: str, default: float) -> float:
+            raw = env.get(key)
+            return float(raw) if raw not in (None, "") else default
+
+        return cls(
+            mlflow_tracking_uri=env.get("TRAINDEPLOY_MLFLOW_TRACKING_URI") or None,
+            kfp_endpoint=env.get("TRAINDEPLOY_KFP_ENDPOINT") or None,
+            kfp_ui_endpoint=env.get("TRAINDEPLOY_KFP_UI_ENDPOINT") or None,
+            gpu_resource=env.get("TRAINDEPLOY_GPU_RESOURCE") or cls.gpu_resource,
+            deployment_mode=env.get("TRAINDEPLOY_DEPLOYMENT_MODE") or None,
+            http_timeout=number("TRAINDEPLOY_HTTP_TIMEOUT", cls.http_timeout),
+            backoff_initial=number("TRAINDEPLOY_BACKOFF_INITIAL", cls.backoff_initial),
+            backoff_max=number("TRAINDEPLOY_BACKOFF_MAX", cls.backoff_max),
+            poll_interval=number("TRAINDEPLOY_POLL_INTERVAL", cls.poll_interval),
+            resync_interval=number("TRAINDEPLOY_RESYNC_INTERVAL", cls.resync_interval),
+            deadline_grace=number("TRAINDEPLOY_DEADLINE_GRACE", cls.deadline_grace),
+        )

@@ -1,0 +1,102 @@
+"""Deterministic child names, the labels that find a TrainDeploy's children, owner references.
+
+Children are named from the TrainDeploy and the training cycle's generation, never with
+generateName: an operator restarted at any moment finds what it created instead of creating it
+twice. Names are cut to each kind's limit with a short hash of the full name, so two long
+TrainDeploy names never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from traindeploy import GROUP, KIND, VERSION
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "traindeploy"
+LABEL_NAME = "traindeploy.io/name"
+LABEL_GENERATION = "traindeploy.io/generation"
+LABEL_STAGE = "traindeploy.io/stage"
+
+# Pods and Services of a PyTorchJob are "<job>-worker-<index>", and Services are DNS labels (63).
+JOB_NAME_MAX = 48
+# Katib's webhook limits Experiment names to 40 characters.
+EXPERIMENT_NAME_MAX = 40
+# KServe derives "<isvc>-predictor-<namespace>" host names from the InferenceService name.
+INFERENCESERVICE_NAME_MAX = 45
+
+
+def dns_label(name: str, suffix: str, max_length: int) -> str:
+    """`<name>-<suffix>` as an RFC 1035 label of at most `max_length` characters.
+
+    TrainDeploy names are DNS subdomains (dots, a leading digit, up to 253 characters); when the
+    name must be altered to fit, a hash of the original keeps distinct names distinct.
+    """
+    base = re.sub(r"[^a-z0-9-]", "-", name.lower())
+    if not base[:1].isalpha():
+        base = f"td-{base}"
+    tail = f"-{suffix}" if suffix else ""
+    if base == name and len(base) + len(tail) <= max_length:
+        return base + tail
+    tail = f"-{hashlib.sha256(name.encode()).hexdigest()[:6]}{tail}"
+    return base[: max_length - len(tail)].rstrip("-") + tail
+
+
+def training_job_name(td_name: str, generation: int) -> str:
+    return dns_label(td_name, f"g{generation}-train", JOB_NAME_MAX)
+
+
+def experiment_name(td_name: str, generation: int) -> str:
+    return dns_label(td_name, f"g{generation}-tune", EXPERIMENT_NAME_MAX)
+
+
+def inference_service_name(td_name: str) -> str:
+    return dns_label(td_name, "", INFERENCESERVICE_NAME_MAX)
+
+
+def pipeline_run_name(namespace: str, td_name: str, generation: int) -> str:
+    """KFP display names are free text; this one is unique per TrainDeploy and cycle."""
+    return f"traindeploy-{namespace}-{td_name}-g{generation}"
+
+
+def labels(td: dict, generation: int | None = None, stage: str | None = None) -> dict[str, str]:
+    """Labels on every child: one label finds all children of a TrainDeploy."""
+    result = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_NAME: td["metadata"]["name"]}
+    if generation is not None:
+        result[LABEL_GENERATION] = str(generation)
+    if stage is not None:
+        result[LABEL_STAGE] = stage
+    return result
+
+
+def owner_reference(td: dict) -> dict:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": td["metadata"]["name"],
+        "uid": td["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def child_metadata(td: dict, name: str, generation: int | None = None, stage: str | None = None,
+                   annotations: dict[str, str] | None = None) -> dict:
+    meta = {
+        "name": name,
+        "namespace": td["metadata"]["namespace"],
+        "labels": labels(td, generation, stage),
+        "ownerReferences": [owner_reference(td)],
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+def owner_uid(obj: dict) -> str | None:
+    """The uid of the TrainDeploy that controls `obj`, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(f"{GROUP}/") and ref.get("controller"):
+            return ref.get("uid")
+    return None
