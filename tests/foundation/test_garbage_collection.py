@@ -8,6 +8,7 @@ import time
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from api.manifests import minimal
 from foundation.test_upstream_crds import PYTORCHJOB
 
 
@@ -29,7 +30,7 @@ def test_deleting_an_owner_deletes_its_owned_child(api_client, namespace):
     owner = api.create_namespaced_custom_object(
         "traindeploy.io", "v1alpha1", namespace, "traindeploys",
         {"apiVersion": "traindeploy.io/v1alpha1", "kind": "TrainDeploy",
-         "metadata": {"name": "owner"}, "spec": {}})
+         "metadata": {"name": "owner"}, "spec": minimal()["spec"]})
     child = {**PYTORCHJOB, "metadata": {"name": "owned", "ownerReferences": [{
         "apiVersion": "traindeploy.io/v1alpha1", "kind": "TrainDeploy", "name": "owner",
         "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]}}

@@ -1,0 +1,1 @@
+"""Tests of the TrainDeploy API itself: the CRD's schema, CEL rules, defaults and kubectl views."""
