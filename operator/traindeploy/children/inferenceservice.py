@@ -1,0 +1,100 @@
+"""KServe InferenceService (`serving.kserve.io/v1beta1`, KServe v0.20.0): builder and status reader.
+
+The predictor serves the registered model from its storage URI with the `model` spec (format,
+protocol, optional runtime). Canary traffic is not set here; a rollout adds it on top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from traindeploy.children import FAILED, PENDING, RUNNING, SUCCEEDED, ChildState, condition
+from traindeploy.children.pytorchjob import copy_meta, resources_with_gpus
+
+API_VERSION = "serving.kserve.io/v1beta1"
+KIND = "InferenceService"
+GROUP = "serving.kserve.io"
+VERSION = "v1beta1"
+PLURAL = "inferenceservices"
+
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+DEPLOYMENT_MODES = ("Knative", "Standard")
+DEFAULT_MODEL_FORMAT = "mlflow"
+# kserve-mlserver, the runtime for mlflow models, speaks only v2; without an explicit protocol
+# auto-selection counts the model as v1 and finds no runtime.
+DEFAULT_PROTOCOL = "v2"
+DEFAULT_MIN_REPLICAS = 1
+# modelStatus.transitionStatus values that will not clear without a spec change.
+FAILED_TRANSITIONS = ("BlockedByFailedLoad", "InvalidSpec")
+
+
+def build(meta: dict, serving: dict, *, storage_uri: str, gpu_resource: str,
+          deployment_mode: str | None = None) -> dict:
+    """The whole InferenceService for one model version."""
+    if not storage_uri:
+        raise ValueError("an InferenceService needs a storage URI")
+    if deployment_mode is not None and deployment_mode not in DEPLOYMENT_MODES:
+        raise ValueError(f"deployment mode must be one of {DEPLOYMENT_MODES}, got {deployment_mode!r}")
+    metadata = copy_meta(meta)
+    if deployment_mode is not None:
+        metadata["annotations"] = {**(metadata.get("annotations") or {}),
+                                   DEPLOYMENT_MODE_ANNOTATION: deployment_mode}
+
+    given_format = serving.get("modelFormat") or {}
+    model_format: dict[str, Any] = {"name": given_format.get("name") or DEFAULT_MODEL_FORMAT}
+    if given_format.get("version"):
+        model_format["version"] = str(given_format["version"])
+    model: dict[str, Any] = {"modelFormat": model_format,
+                             "protocolVersion": serving.get("protocolVersion") or DEFAULT_PROTOCOL}
+    if serving.get("runtime"):
+        model["runtime"] = serving["runtime"]
+    model["storageUri"] = storage_uri
+    resources = resources_with_gpus(serving.get("resources"), serving.get("gpus") or 0, gpu_resource)
+    if resources:
+        model["resources"] = resources
+
+    min_replicas = serving.get("minReplicas")
+    predictor: dict[str, Any] = {
+        "minReplicas": int(DEFAULT_MIN_REPLICAS if min_replicas is None else min_replicas)}
+    if serving.get("maxReplicas") is not None:
+        predictor["maxReplicas"] = int(serving["maxReplicas"])
+    if serving.get("serviceAccountName"):
+        predictor["serviceAccountName"] = serving["serviceAccountName"]
+    predictor["model"] = model
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": {"predictor": predictor}}
+
+
+def _url(status: Mapping[str, Any]) -> str | None:
+    return status.get("url") or (status.get("address") or {}).get("url") or None
+
+
+def read(obj: dict, generation: int | None = None) -> ChildState:
+    """Where the InferenceService stands.
+
+    `generation` is accepted for symmetry but not compared: KServe copies `status.observedGeneration`
+    from the ksvc or Deployment, not from the InferenceService, so it says nothing about whether
+    this spec has been seen. The conditions are read as they are.
+
+    A model that failed to load (or has no runtime) is FAILED even while `Ready` is True, because
+    then an older revision or ReplicaSet is what answers, not the spec just written.
+    """
+    status = obj.get("status") or {}
+    ready = condition(obj, "Ready")
+    is_ready = ready is not None and ready.get("status") == "True"
+    outputs = {"url": _url(status), "ready": is_ready, "deploymentMode": status.get("deploymentMode")}
+
+    model_status = status.get("modelStatus") or {}
+    if model_status.get("transitionStatus") in FAILED_TRANSITIONS:
+        failure = model_status.get("lastFailureInfo") or {}
+        return ChildState(FAILED, failure.get("reason") or model_status["transitionStatus"],
+                          failure.get("message") or "", outputs)
+    if is_ready:
+        return ChildState(SUCCEEDED, outputs=outputs)
+    if not status.get("conditions"):
+        return ChildState(PENDING, outputs=outputs)
+    for kind in ("Ready", "PredictorReady"):
+        found = condition(obj, kind)
+        if found is not None and (found.get("reason") or found.get("message")):
+            return ChildState(RUNNING, found.get("reason") or "", found.get("message") or "", outputs)
+    return ChildState(RUNNING, outputs=outputs)

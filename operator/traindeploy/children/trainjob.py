@@ -1,0 +1,104 @@
+"""TrainJob (`trainer.kubeflow.org/v1alpha1`, Trainer v2.3.0): builder and status reader.
+
+A TrainJob names a runtime and overrides only the trainer's image, command, args, env, node count
+and per-node resources. Pod scheduling (nodeSelector, tolerations, service account) is not part of
+`trainer`; v2.3.0 carries it in `runtimePatches`, keyed by the manager that owns the patch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from traindeploy.children import FAILED, PENDING, RUNNING, SUCCEEDED, ChildState, condition
+from traindeploy.children.pytorchjob import (
+    copy_meta,
+    merge_env,
+    pod_scheduling,
+    resources_with_gpus,
+    training_args,
+)
+
+API_VERSION = "trainer.kubeflow.org/v1alpha1"
+KIND = "TrainJob"
+GROUP = "trainer.kubeflow.org"
+VERSION = "v1alpha1"
+PLURAL = "trainjobs"
+
+DEFAULT_RUNTIME_REF = {"name": "torch-distributed", "kind": "ClusterTrainingRuntime",
+                       "apiGroup": "trainer.kubeflow.org"}
+# The trainer's replicated job and container in the Trainer's runtimes (torch-distributed and the
+# other built-in ones); Katib's TrainJob trial template names this container as the primary one.
+NODE = "node"
+# Owner of our entry in `spec.runtimePatches` (a list map keyed by manager).
+PATCH_MANAGER = "traindeploy.io/operator"
+
+
+def runtime_ref(training: Mapping[str, Any]) -> dict:
+    """`training.runtimeRef` with the design's defaults filled in."""
+    given = training.get("runtimeRef") or {}
+    return {key: given.get(key) or default for key, default in DEFAULT_RUNTIME_REF.items()}
+
+
+def runtime_patches(training: Mapping[str, Any]) -> list[dict]:
+    """One runtime patch putting nodeSelector, tolerations and serviceAccountName on the pods of the
+    `node` replicated job; none when the user set none of them."""
+    pod_spec = pod_scheduling(training)
+    if not pod_spec:
+        return []
+    job_patch = {"name": NODE, "template": {"spec": {"template": {"spec": pod_spec}}}}
+    return [{"manager": PATCH_MANAGER,
+             "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [job_patch]}}}}]
+
+
+def job_spec(training: dict, *, env: list[dict], args: list[str], gpu_resource: str) -> dict:
+    """The TrainJob `spec`; also the Katib trial template when tuning with this backend."""
+    trainer: dict[str, Any] = {"image": training["image"]}
+    if training.get("command"):
+        trainer["command"] = [str(part) for part in training["command"]]
+    if args:
+        trainer["args"] = list(args)
+    merged_env = merge_env(training.get("env"), env)
+    if merged_env:
+        trainer["env"] = merged_env
+    trainer["numNodes"] = 1 + int(training.get("workers") or 0)
+    resources = resources_with_gpus(training.get("resources"), training.get("gpus") or 0, gpu_resource)
+    if resources:
+        trainer["resourcesPerNode"] = resources
+
+    spec: dict[str, Any] = {"runtimeRef": runtime_ref(training), "trainer": trainer}
+    if training.get("activeDeadlineSeconds") is not None:
+        spec["activeDeadlineSeconds"] = int(training["activeDeadlineSeconds"])
+    patches = runtime_patches(training)
+    if patches:
+        spec["runtimePatches"] = patches
+    return spec
+
+
+def build(meta: dict, training: dict, *, env: list[dict], hyperparameters: dict[str, str],
+          gpu_resource: str) -> dict:
+    """The whole TrainJob for one training cycle."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": copy_meta(meta),
+        "spec": job_spec(training, env=env, args=training_args(training, hyperparameters),
+                         gpu_resource=gpu_resource),
+    }
+
+
+def read(obj: dict) -> ChildState:
+    """Where the TrainJob stands.
+
+    Its conditions are metav1 conditions updated in place, so order means nothing: Failed or
+    Complete True end it, Suspended True is a pause. There is no Running condition; the JobSet's
+    child Jobs in `jobsStatus` tell whether anything has started.
+    """
+    for kind, phase in (("Failed", FAILED), ("Complete", SUCCEEDED), ("Suspended", RUNNING)):
+        found = condition(obj, kind)
+        if found is not None and found.get("status") == "True":
+            return ChildState(phase, found.get("reason") or "", found.get("message") or "")
+    jobs = (obj.get("status") or {}).get("jobsStatus") or []
+    if any(job.get(count) for job in jobs for count in ("active", "ready", "succeeded", "failed")):
+        return ChildState(RUNNING)
+    return ChildState(PENDING)
