@@ -10,6 +10,9 @@ from dataclasses import dataclass
 class OperatorConfig:
     # Defaults a TrainDeploy may leave out.
     mlflow_tracking_uri: str | None = None
+    # Where a tracking server that proxies artifacts (`mlflow-artifacts:/`) really stores them,
+    # e.g. s3://bucket/mlartifacts: KServe's storage initializer cannot read through MLflow.
+    mlflow_artifacts_destination: str | None = None
     kfp_endpoint: str | None = None
     kfp_ui_endpoint: str | None = None
     gpu_resource: str = "nvidia.com/gpu"
@@ -37,6 +40,7 @@ class OperatorConfig:
 
         return cls(
             mlflow_tracking_uri=env.get("TRAINDEPLOY_MLFLOW_TRACKING_URI") or None,
+            mlflow_artifacts_destination=env.get("TRAINDEPLOY_MLFLOW_ARTIFACTS_DESTINATION") or None,
             kfp_endpoint=env.get("TRAINDEPLOY_KFP_ENDPOINT") or None,
             kfp_ui_endpoint=env.get("TRAINDEPLOY_KFP_UI_ENDPOINT") or None,
             gpu_resource=env.get("TRAINDEPLOY_GPU_RESOURCE") or cls.gpu_resource,

@@ -1,1 +1,158 @@
-"""kopf handlers for TrainDeploy. The reconcile logic lands with the API issue."""
+"""kopf handlers: one long-lived reconcile loop per TrainDeploy, woken by watch events.
+
+Each TrainDeploy gets a daemon that reconciles, then sleeps until something it cares about
+changes: the TrainDeploy's spec or annotations, or one of its children (watched cluster-wide per
+kind, not polled). Outside systems that cannot be watched (KFP, MLflow) are polled only while a
+stage waits on them, and an unavailable dependency is retried with exponential backoff. The API
+load therefore grows with change, not with the number of TrainDeploys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import kopf
+
+from traindeploy import GROUP, PLURAL, VERSION, naming
+from traindeploy.config import OperatorConfig
+from traindeploy.kube import Kube, KubeError, KubeUnavailable
+from traindeploy.reconciler import CHILD_KINDS, TRAINDEPLOY, Environment, Outcome, reconcile
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "traindeploy.io/finalizer"
+
+
+@dataclass
+class _Loop:
+    """What the operator keeps in memory per TrainDeploy: its wake-up signal and retry count."""
+
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    failures: int = 0
+    seen: tuple = ()
+
+
+_loops: dict[str, _Loop] = {}
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+    # Our own finalizer name and annotation prefix, so nothing of kopf's defaults leaks into the API.
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="traindeploy.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="traindeploy.io", key="last-handled-configuration")
+    # Watches reconnect every few minutes rather than hanging on a dead connection.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    # Stopping a daemon waits for its reconcile in flight (bounded by the HTTP timeouts).
+    settings.posting.level = logging.INFO
+    memo.config = OperatorConfig.from_env()
+    memo.env = Environment(kube=Kube(_api_client(), timeout=memo.config.http_timeout), config=memo.config)
+
+
+def _api_client():
+    """A client for our own calls, configured in-cluster or from $KUBECONFIG when called."""
+    import os
+
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+
+
+@kopf.on.login()
+def login(**kwargs):
+    # kopf's own readers take $KUBECONFIG when called; the client library fixes its default
+    # location when it is first imported.
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=60)
+async def reconcile_loop(body: kopf.Body, uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo,
+                         logger: kopf.Logger, **_) -> None:
+    loop = _loops.setdefault(uid, _Loop())
+    env: Environment = memo.env
+    try:
+        while not stopped:
+            loop.wake.clear()
+            loop.seen = _interesting(body)
+            outcome = await asyncio.to_thread(_reconcile_and_write, dict(body), env, logger)
+            delay = _next_delay(outcome, loop, env.config)
+            await _sleep(loop.wake, stopped, delay)
+    finally:
+        _loops.pop(uid, None)
+
+
+def _reconcile_and_write(td: dict, env: Environment, logger: kopf.Logger) -> Outcome | None:
+    """Runs in a worker thread. Writes the status only if it changed."""
+    try:
+        outcome = reconcile(td, env)
+    except Exception:  # noqa: BLE001 - a bug must not kill the loop; it is logged and retried
+        logger.exception("Reconciliation failed unexpectedly; retrying with backoff.")
+        return None
+    meta = td["metadata"]
+    if outcome.status != (td.get("status") or {}):
+        try:
+            env.kube.replace_status(TRAINDEPLOY, meta["namespace"], meta["name"], outcome.status)
+        except (KubeUnavailable, KubeError) as error:
+            logger.warning("Could not write status: %s", error)
+            outcome.blocked = True
+            return outcome
+    for event in outcome.events:
+        kopf.event(td, type=event.type, reason=event.reason, message=event.message)
+    return outcome
+
+
+def _next_delay(outcome: Outcome | None, loop: _Loop, config: OperatorConfig) -> float:
+    if outcome is None or outcome.blocked:
+        loop.failures += 1
+        return min(config.backoff_max, config.backoff_initial * 2 ** (loop.failures - 1))
+    loop.failures = 0
+    if outcome.requeue_after is None:
+        return config.resync_interval
+    return min(outcome.requeue_after, config.resync_interval)
+
+
+async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> None:
+    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def _interesting(body: kopf.Body) -> tuple:
+    """What a TrainDeploy event must change to be worth a reconcile: not our own status writes."""
+    meta = body.get("metadata", {})
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if not k.startswith("traindeploy.io/last-handled") and not k.startswith("kopf.")}
+    return meta.get("generation"), tuple(sorted(annotations.items())), meta.get("deletionTimestamp")
+
+
+def _wake(uid: str | None) -> None:
+    if uid and uid in _loops:
+        _loops[uid].wake.set()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def traindeploy_changed(body: kopf.Body, uid: str, **_) -> None:
+    loop = _loops.get(uid)
+    if loop is not None and _interesting(body) != loop.seen:
+        loop.wake.set()
+
+
+def _child_changed(body: kopf.Body, **_) -> None:
+    _wake(naming.owner_uid(dict(body)))
+
+
+for _kind in CHILD_KINDS:
+    kopf.on.event(_kind.group, _kind.version, _kind.plural, id=f"wake-owner-of-{_kind.plural}",
+                  labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})(_child_changed)

@@ -113,7 +113,8 @@ class Kube:
         try:
             return self._call(f"write status of {kind.kind} {namespace}/{name}",
                               self.custom.patch_namespaced_custom_object_status,
-                              kind.group, kind.version, namespace, kind.plural, name, patch)
+                              kind.group, kind.version, namespace, kind.plural, name, patch,
+                              _content_type="application/json-patch+json")
         except ApiException as error:
             raise KubeError(f"write status of {kind.kind} {namespace}/{name}: {_message(error)}") from None
 

@@ -17,5 +17,7 @@ def run_operator(namespaces: list[str], liveness: str | None, verbose: bool) -> 
         clusterwide=not namespaces,
         namespaces=namespaces or None,
         liveness_endpoint=liveness,
+        # One replica with a Recreate strategy: no peering objects to install or coordinate.
+        standalone=True,
     ))
     return 0

@@ -1,0 +1,185 @@
+"""The tests play the upstream controllers: they write child status exactly as Katib, the
+Training Operator, Trainer v2 and KServe write it (see ../shared/reference/UPSTREAM.md), and the
+trainer's part: logging metrics and a model into the MLflow run the operator injected."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import mlflow
+import mlflow.pyfunc
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def wait_for(read, predicate=bool, timeout: float = 60.0, what: str = "condition"):
+    """Polls `read()` until `predicate(value)`; returns the value."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        try:
+            value = read()
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            value = None
+        if value is not None and predicate(value):
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {value!r}")
+
+
+class Players:
+    def __init__(self, api_client, namespace: str) -> None:
+        self.custom = client.CustomObjectsApi(api_client)
+        self.namespace = namespace
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get(self, group: str, version: str, plural: str, name: str) -> dict | None:
+        try:
+            return self.custom.get_namespaced_custom_object(group, version, self.namespace, plural, name)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def td(self, name: str) -> dict:
+        return self.custom.get_namespaced_custom_object("traindeploy.io", "v1alpha1", self.namespace,
+                                                        "traindeploys", name)
+
+    def list(self, group: str, version: str, plural: str) -> list[dict]:
+        return self.custom.list_namespaced_custom_object(group, version, self.namespace, plural)["items"]
+
+    def wait_child(self, group: str, version: str, plural: str, name: str, timeout: float = 60) -> dict:
+        return wait_for(lambda: self.get(group, version, plural, name), timeout=timeout,
+                        what=f"{plural}/{name} to exist")
+
+    def wait_td(self, name: str, predicate, timeout: float = 60, what: str = "TrainDeploy status") -> dict:
+        return wait_for(lambda: self.td(name), predicate, timeout=timeout, what=what)
+
+    def _status(self, group: str, version: str, plural: str, name: str, status: dict) -> None:
+        self.custom.patch_namespaced_custom_object_status(group, version, self.namespace, plural, name,
+                                                          {"status": status})
+
+    # -- Training Operator: PyTorchJob --------------------------------------------------------
+
+    def pytorchjob(self, name: str, outcome: str = "Succeeded", message: str | None = None) -> None:
+        t = _now()
+        created = {"type": "Created", "status": "True", "reason": "PyTorchJobCreated",
+                   "message": f"PyTorchJob {name} is created.", "lastUpdateTime": t, "lastTransitionTime": t}
+        running = {"type": "Running", "status": "True", "reason": "PyTorchJobRunning",
+                   "message": f"PyTorchJob {name} is running.", "lastUpdateTime": t, "lastTransitionTime": t}
+        status: dict = {"startTime": t, "conditions": [created, running],
+                        "replicaStatuses": {"Master": {"active": 1}}}
+        if outcome in ("Succeeded", "Failed"):
+            running = {**running, "status": "False"}
+            final = {"type": outcome, "status": "True", "reason": f"PyTorchJob{outcome}",
+                     "message": message or (f"PyTorchJob {name} is successfully completed." if outcome == "Succeeded"
+                                            else f"PyTorchJob {name} is failed because 1 Master replica(s) failed."),
+                     "lastUpdateTime": t, "lastTransitionTime": t}
+            status = {"startTime": t, "completionTime": t, "conditions": [created, running, final],
+                      "replicaStatuses": {"Master": {"succeeded": 1} if outcome == "Succeeded" else {"failed": 1}}}
+        self._status("kubeflow.org", "v1", "pytorchjobs", name, status)
+
+    # -- Trainer v2: TrainJob ------------------------------------------------------------------
+
+    def trainjob(self, name: str, outcome: str = "Complete") -> None:
+        reason = {"Complete": "AllJobsCompleted", "Failed": "FailedJobs"}[outcome]
+        message = {"Complete": "jobset completed successfully", "Failed": "jobset failed"}[outcome]
+        self._status("trainer.kubeflow.org", "v1alpha1", "trainjobs", name, {
+            "conditions": [{"type": outcome, "status": "True", "reason": reason, "message": message,
+                            "lastTransitionTime": _now()}],
+            "jobsStatus": [{"name": "node", "ready": 0, "succeeded": 1 if outcome == "Complete" else 0,
+                            "failed": 0 if outcome == "Complete" else 1, "active": 0, "suspended": 0}]})
+
+    # -- Katib: Experiment ---------------------------------------------------------------------
+
+    def experiment(self, name: str, outcome: str = "Succeeded", best: dict[str, str] | None = None,
+                   metric: str = "accuracy", value: str = "0.95") -> None:
+        t = _now()
+        created = {"type": "Created", "status": "True", "reason": "ExperimentCreated",
+                   "message": "Experiment is created", "lastUpdateTime": t, "lastTransitionTime": t}
+        running = {"type": "Running", "status": "True", "reason": "ExperimentRunning",
+                   "message": "Experiment is running", "lastUpdateTime": t, "lastTransitionTime": t}
+        status: dict = {"startTime": t, "completionTime": None, "conditions": [created, running],
+                        "trials": 2, "trialsRunning": 2}
+        if outcome == "Succeeded":
+            status = {"startTime": t, "completionTime": t, "trials": 4, "trialsSucceeded": 4,
+                      "conditions": [created, {**running, "status": "False"},
+                                     {"type": "Succeeded", "status": "True", "reason": "ExperimentMaxTrialsReached",
+                                      "message": "Experiment has succeeded because max trial count has reached",
+                                      "lastUpdateTime": t, "lastTransitionTime": t}],
+                      "currentOptimalTrial": {
+                          "bestTrialName": f"{name}-x7k2p9qd",
+                          "parameterAssignments": [{"name": k, "value": v} for k, v in (best or {}).items()],
+                          "observation": {"metrics": [{"name": metric, "min": "0.5", "max": value,
+                                                       "latest": value}]}}}
+        elif outcome == "Failed":
+            status = {"startTime": t, "completionTime": t, "trials": 3, "trialsFailed": 3,
+                      "conditions": [created, {**running, "status": "False"},
+                                     {"type": "Failed", "status": "True", "reason": "ExperimentFailed",
+                                      "message": "Experiment has failed because max failed count has reached",
+                                      "lastUpdateTime": t, "lastTransitionTime": t}]}
+        self._status("kubeflow.org", "v1beta1", "experiments", name, status)
+
+    # -- KServe: InferenceService --------------------------------------------------------------
+
+    def inferenceservice(self, name: str, ready: bool = True, failed_load: bool = False) -> None:
+        t = _now()
+        url = f"http://{name}.{self.namespace}.example.com"
+        if failed_load:
+            conditions = [{"type": "IngressReady", "status": "Unknown", "lastTransitionTime": t},
+                          {"type": "PredictorReady", "status": "False", "reason": "ModelLoadFailed",
+                           "message": "model failed to load", "lastTransitionTime": t},
+                          {"type": "Ready", "status": "False", "reason": "ModelLoadFailed",
+                           "message": "model failed to load", "lastTransitionTime": t}]
+            status = {"conditions": conditions, "modelStatus": {
+                "transitionStatus": "BlockedByFailedLoad",
+                "states": {"activeModelState": "", "targetModelState": "FailedToLoad"},
+                "lastFailureInfo": {"reason": "ModelLoadFailed", "message": "model failed to load", "exitCode": 1}}}
+        else:
+            state = "True" if ready else "Unknown"
+            conditions = [{"type": "IngressReady", "status": state, "lastTransitionTime": t},
+                          {"type": "PredictorReady", "status": state, "lastTransitionTime": t},
+                          {"type": "Ready", "status": state, "lastTransitionTime": t},
+                          {"type": "Stopped", "status": "False", "severity": "Info", "lastTransitionTime": t}]
+            status = {"conditions": conditions, "deploymentMode": "Standard",
+                      "modelStatus": {"transitionStatus": "UpToDate" if ready else "InProgress",
+                                      "states": {"activeModelState": "Loaded" if ready else "Pending",
+                                                 "targetModelState": "Loaded"}}}
+            if ready:
+                status.update({"url": url, "address": {"url": f"http://{name}.{self.namespace}.svc.cluster.local"},
+                               "components": {"predictor": {"url": url}}})
+        self._status("serving.kserve.io", "v1beta1", "inferenceservices", name, status)
+
+
+class Doubler(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input: list[float], params=None) -> list[float]:
+        return [2 * value for value in model_input]
+
+
+def train_into_run(job: dict, metrics: dict[str, float], log_model: bool = True) -> str:
+    """Plays the trainer: uses the MLflow variables the operator injected into the job."""
+    env = {item["name"]: item.get("value") for item in _containers(job)[0].get("env", [])}
+    tracking_uri, run_id = env["MLFLOW_TRACKING_URI"], env["MLFLOW_RUN_ID"]
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        for key, value in metrics.items():
+            mlflow.log_metric(key, value)
+        if log_model:
+            mlflow.pyfunc.log_model(name="model", python_model=Doubler(), pip_requirements=[])
+    return run_id
+
+
+def _containers(job: dict) -> list[dict]:
+    spec = job["spec"]
+    if "pytorchReplicaSpecs" in spec:
+        return spec["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
+    trainer = spec["trainer"]
+    return [{"env": trainer.get("env", [])}]
