@@ -26,6 +26,11 @@ def now_rfc3339(now: dt.datetime | None = None) -> str:
     return now.astimezone(dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def precise_rfc3339(now: dt.datetime) -> str:
+    """With microseconds: for timing steps and intervals, where whole seconds would cut them short."""
+    return now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def get(conditions: list[dict], condition_type: str) -> dict | None:
     return next((c for c in conditions if c.get("type") == condition_type), None)
 

@@ -17,6 +17,9 @@ class OperatorConfig:
     kfp_ui_endpoint: str | None = None
     gpu_resource: str = "nvidia.com/gpu"
     deployment_mode: str | None = None  # Knative | Standard; None leaves KServe's own default
+    # Canary analysis and Standard-mode traffic splitting.
+    prometheus_url: str | None = None
+    gateway_ref: str | None = None  # "<namespace>/<name>[/<listener>]" of the Gateway HTTPRoutes attach to
     # Outside calls: each request is bounded, and a failing dependency is retried with backoff.
     http_timeout: float = 10.0
     backoff_initial: float = 2.0
@@ -29,6 +32,17 @@ class OperatorConfig:
     # The operator fails a training stage this long after the job's own activeDeadlineSeconds,
     # in case the training controller never reports it.
     deadline_grace: float = 60.0
+
+    def gateway(self) -> dict | None:
+        if not self.gateway_ref:
+            return None
+        parts = self.gateway_ref.split("/")
+        if len(parts) < 2:
+            return {"name": parts[0]}
+        gateway = {"namespace": parts[0], "name": parts[1]}
+        if len(parts) > 2:
+            gateway["sectionName"] = parts[2]
+        return gateway
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "OperatorConfig":
@@ -45,6 +59,8 @@ class OperatorConfig:
             kfp_ui_endpoint=env.get("TRAINDEPLOY_KFP_UI_ENDPOINT") or None,
             gpu_resource=env.get("TRAINDEPLOY_GPU_RESOURCE") or cls.gpu_resource,
             deployment_mode=env.get("TRAINDEPLOY_DEPLOYMENT_MODE") or None,
+            prometheus_url=env.get("TRAINDEPLOY_PROMETHEUS_URL") or None,
+            gateway_ref=env.get("TRAINDEPLOY_GATEWAY") or None,
             http_timeout=number("TRAINDEPLOY_HTTP_TIMEOUT", cls.http_timeout),
             backoff_initial=number("TRAINDEPLOY_BACKOFF_INITIAL", cls.backoff_initial),
             backoff_max=number("TRAINDEPLOY_BACKOFF_MAX", cls.backoff_max),

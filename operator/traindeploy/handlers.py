@@ -32,6 +32,10 @@ class _Loop:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     failures: int = 0
     seen: tuple = ()
+    # Our last status write and the resourceVersion it replaced: until the watch delivers the
+    # write, the daemon's body is older than what we wrote, and acting on it would undo steps.
+    written: dict | None = None
+    stale_versions: set = field(default_factory=set)
 
 
 _loops: dict[str, _Loop] = {}
@@ -83,14 +87,23 @@ async def reconcile_loop(body: kopf.Body, uid: str, stopped: kopf.DaemonStopped,
         while not stopped:
             loop.wake.clear()
             loop.seen = _interesting(body)
-            outcome = await asyncio.to_thread(_reconcile_and_write, dict(body), env, logger)
+            outcome = await asyncio.to_thread(_reconcile_and_write, _freshest(body, loop), env, logger, loop)
             delay = _next_delay(outcome, loop, env.config)
             await _sleep(loop.wake, stopped, delay)
     finally:
         _loops.pop(uid, None)
 
 
-def _reconcile_and_write(td: dict, env: Environment, logger: kopf.Logger) -> Outcome | None:
+def _freshest(body: kopf.Body, loop: _Loop) -> dict:
+    td = dict(body)
+    version = td["metadata"].get("resourceVersion")
+    if loop.written is not None and version in loop.stale_versions:
+        return loop.written
+    loop.written, loop.stale_versions = None, set()  # the watch has caught up (or moved past us)
+    return td
+
+
+def _reconcile_and_write(td: dict, env: Environment, logger: kopf.Logger, loop: _Loop) -> Outcome | None:
     """Runs in a worker thread. Writes the status only if it changed."""
     try:
         outcome = reconcile(td, env)
@@ -100,7 +113,9 @@ def _reconcile_and_write(td: dict, env: Environment, logger: kopf.Logger) -> Out
     meta = td["metadata"]
     if outcome.status != (td.get("status") or {}):
         try:
-            env.kube.replace_status(TRAINDEPLOY, meta["namespace"], meta["name"], outcome.status)
+            written = env.kube.replace_status(TRAINDEPLOY, meta["namespace"], meta["name"], outcome.status)
+            loop.stale_versions.add(meta.get("resourceVersion"))
+            loop.written = written
         except (KubeUnavailable, KubeError) as error:
             logger.warning("Could not write status: %s", error)
             outcome.blocked = True

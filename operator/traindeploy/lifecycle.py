@@ -27,7 +27,7 @@ DEADLINE_REASONS = {
     "training": "TrainingDeadlineExceeded",
     "deploying": "ServingDeadlineExceeded",
 }
-IN_PROGRESS_REASONS = frozenset(phase for _, phase in STAGES.values())
+IN_PROGRESS_REASONS = frozenset([phase for _, phase in STAGES.values()] + ["Canary", "AwaitingApproval"])
 CYCLE_STATUS_KEYS = ("pipeline", "tuning", "training", "model", "phase", "failedStage")
 
 PHASE_PENDING, PHASE_READY, PHASE_FAILED = "Pending", "Ready", "Failed"

@@ -16,7 +16,7 @@ from traindeploy import GROUP, KIND, VERSION
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "traindeploy"
 LABEL_NAME = "traindeploy.io/name"
-LABEL_GENERATION = "traindeploy.io/generation"
+LABEL_CYCLE = "traindeploy.io/cycle"
 LABEL_STAGE = "traindeploy.io/stage"
 
 # Pods and Services of a PyTorchJob are "<job>-worker-<index>", and Services are DNS labels (63).
@@ -43,28 +43,39 @@ def dns_label(name: str, suffix: str, max_length: int) -> str:
     return base[: max_length - len(tail)].rstrip("-") + tail
 
 
-def training_job_name(td_name: str, generation: int) -> str:
-    return dns_label(td_name, f"g{generation}-train", JOB_NAME_MAX)
+# `cycle` is the training cycle's label: g3 for the cycle of generation 3, g3r1 for its first retrain.
+
+def training_job_name(td_name: str, cycle: str) -> str:
+    return dns_label(td_name, f"{cycle}-train", JOB_NAME_MAX)
 
 
-def experiment_name(td_name: str, generation: int) -> str:
-    return dns_label(td_name, f"g{generation}-tune", EXPERIMENT_NAME_MAX)
+def experiment_name(td_name: str, cycle: str) -> str:
+    return dns_label(td_name, f"{cycle}-tune", EXPERIMENT_NAME_MAX)
 
 
 def inference_service_name(td_name: str) -> str:
     return dns_label(td_name, "", INFERENCESERVICE_NAME_MAX)
 
 
-def pipeline_run_name(namespace: str, td_name: str, generation: int) -> str:
+def canary_inference_service_name(td_name: str) -> str:
+    """The second InferenceService of a Standard-mode canary."""
+    return dns_label(td_name, "canary", INFERENCESERVICE_NAME_MAX)
+
+
+def http_route_name(td_name: str) -> str:
+    return dns_label(td_name, "", INFERENCESERVICE_NAME_MAX)
+
+
+def pipeline_run_name(namespace: str, td_name: str, cycle: str) -> str:
     """KFP display names are free text; this one is unique per TrainDeploy and cycle."""
-    return f"traindeploy-{namespace}-{td_name}-g{generation}"
+    return f"traindeploy-{namespace}-{td_name}-{cycle}"
 
 
-def labels(td: dict, generation: int | None = None, stage: str | None = None) -> dict[str, str]:
+def labels(td: dict, cycle: str | None = None, stage: str | None = None) -> dict[str, str]:
     """Labels on every child: one label finds all children of a TrainDeploy."""
     result = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_NAME: td["metadata"]["name"]}
-    if generation is not None:
-        result[LABEL_GENERATION] = str(generation)
+    if cycle is not None:
+        result[LABEL_CYCLE] = cycle
     if stage is not None:
         result[LABEL_STAGE] = stage
     return result
@@ -81,12 +92,12 @@ def owner_reference(td: dict) -> dict:
     }
 
 
-def child_metadata(td: dict, name: str, generation: int | None = None, stage: str | None = None,
+def child_metadata(td: dict, name: str, cycle: str | None = None, stage: str | None = None,
                    annotations: dict[str, str] | None = None) -> dict:
     meta = {
         "name": name,
         "namespace": td["metadata"]["namespace"],
-        "labels": labels(td, generation, stage),
+        "labels": labels(td, cycle, stage),
         "ownerReferences": [owner_reference(td)],
     }
     if annotations:

@@ -19,12 +19,13 @@ from typing import Callable
 
 import requests
 
-from traindeploy import GROUP, KIND, PLURAL, VERSION, kfp, naming
+from traindeploy import GROUP, KIND, PLURAL, VERSION, kfp, naming, triggers
 from traindeploy import conditions as cond
 from traindeploy import lifecycle as lc
 from traindeploy.children import FAILED, SUCCEEDED, ChildState, inferenceservice, katib, pytorchjob, trainjob
 from traindeploy.config import OperatorConfig
 from traindeploy.kube import Kind, Kube, KubeError, KubeUnavailable
+from traindeploy.serving import Serving
 from traindeploy.mlflow_rest import (Credentials, MlflowApiError, MlflowRest, MlflowUnavailable,
                                     mlflow_artifacts_to_storage)
 
@@ -116,9 +117,11 @@ class _Reconciliation:
         self.status = copy.deepcopy(self.old)
         self.now_dt = env.clock()
         self.now = cond.now_rfc3339(self.now_dt)
+        self.now_precise = cond.precise_rfc3339(self.now_dt)
         self.events: list[Event] = []
         self._mlflow_rest: MlflowRest | None = None
         self._secret_cache: dict[str, dict[str, str] | None] = {}
+        self.schedule_check: float | None = None
 
     # -- driver --------------------------------------------------------------------------------
 
@@ -126,6 +129,12 @@ class _Reconciliation:
         status = self.status
         status["observedGeneration"] = self.meta.get("generation", 0)
         status.setdefault("conditions", [])
+        self._serving: Serving | None = None
+        if (status.get("serving") or {}).get("modelVersion"):
+            try:
+                Serving(self).manual_rollback()
+            except (_Blocked, _Fail) as problem:
+                self.events.append(Event("Warning", problem.reason, problem.message))
         self._start_cycle_if_needed()
         stages = lc.stages_for(self.spec)
         requeue: float | None = None
@@ -159,28 +168,44 @@ class _Reconciliation:
         elif blocked:
             status["phase"] = lc.phase_of(current, False) if self._started(current) else lc.PHASE_PENDING
         self._transition_events()
+        if status.get("phase") in triggers.FINISHED_PHASES and (status.get("retrain") or {}).get("queued"):
+            requeue = 0.5  # a queued retrain starts as soon as this cycle's end is recorded
+        if self.schedule_check is not None:
+            requeue = self.schedule_check if requeue is None else min(requeue, self.schedule_check)
         return Outcome(status=status, events=self.events, requeue_after=requeue, blocked=blocked)
 
     def _start_cycle_if_needed(self) -> None:
-        spec_hash = lc.training_spec_hash(self.spec)
-        cycle = self.status.get("cycle") or {}
-        if cycle.get("specHash") == spec_hash:
+        decision = triggers.decide(self.spec, self.meta.get("annotations") or {}, self.status, self.now_dt)
+        self.schedule_check = decision.next_check
+        if decision.retrain:
+            self.status["retrain"] = decision.retrain
+        if decision.start is None:
             return
-        generation = self.meta.get("generation", 1)
-        if cycle:
+        previous = self.status.get("cycle") or {}
+        if decision.supersede:
             self._supersede_previous_cycle()
-        self.status["cycle"] = {"generation": generation, "specHash": spec_hash, "startedAt": self.now}
+        generation = self.meta.get("generation", 1)
+        retrain = 0
+        if decision.start != "spec":
+            retrain = previous.get("retrain", 0) + 1 if previous.get("generation") == generation else 1
+        label = triggers.cycle_label(generation, retrain)
+        self.status["cycle"] = {"generation": generation, "specHash": lc.training_spec_hash(self.spec),
+                                "startedAt": self.now, "trigger": decision.start, "retrain": retrain,
+                                "label": label}
         for key in lc.CYCLE_STATUS_KEYS:
             self.status.pop(key, None)
         kept = {cond.SERVING, cond.READY}
         self.status["conditions"] = [c for c in self.status.get("conditions", []) if c["type"] in kept]
         self.status["children"] = [c for c in self.status.get("children", [])
-                                   if c.get("kind") == INFERENCESERVICE.kind]
-        self.events.append(Event("Normal", "CycleStarted",
-                                 f"Started training cycle for generation {generation} of {self.name}."))
+                                   if c.get("kind") == INFERENCESERVICE.kind or c.get("kind") == "HTTPRoute"]
+        why = {"spec": f"generation {generation}"}.get(decision.start, decision.start)
+        self.events.append(Event("Normal", "CycleStarted", f"Started training cycle {label} ({why})."))
 
     def _supersede_previous_cycle(self) -> None:
-        """A newer spec supersedes a cycle still running: stop its jobs, they hold GPUs."""
+        """A newer spec supersedes a cycle still running: stop its jobs, they hold GPUs, and send
+        the traffic of a rollout in progress back to the stable version."""
+        if self.spec.get("serving") and (self.status.get("serving") or {}).get("modelVersion"):
+            Serving(self).abort("A newer spec superseded this rollout.")
         training = self.status.get("training") or {}
         if training.get("name") and training.get("state") not in (SUCCEEDED, FAILED):
             kind, _ = TRAINING_BACKENDS.get(training.get("kind"), TRAINING_BACKENDS["PyTorchJob"])
@@ -192,6 +217,10 @@ class _Reconciliation:
     @property
     def generation(self) -> int:
         return self.status["cycle"]["generation"]
+
+    @property
+    def cycle(self) -> str:
+        return self.status["cycle"].get("label") or triggers.cycle_label(self.generation, 0)
 
     def _stage_done(self, stage: str) -> bool:
         if stage == "deploying":  # serving is reconciled every time: its spec may change
@@ -205,6 +234,8 @@ class _Reconciliation:
     def _summarise(self, current: str | None) -> None:
         status = self.status
         status["phase"] = lc.phase_of(current, False)
+        if current == "deploying" and self._serving is not None and self._serving.phase:
+            status["phase"] = self._serving.phase
         if current is None:
             serving = status.get("serving") or {}
             self._set_ready(cond.TRUE, "Ready", f"Model {self.spec['model']['name']} version "
@@ -219,6 +250,10 @@ class _Reconciliation:
         if stage:
             self.status["failedStage"] = stage
             self._set_stage(stage, cond.FALSE, reason, message)
+        if reason == "RolledBack":  # the stable version still serves: serving itself is fine
+            stable = self.status["serving"].get("modelVersion")
+            self._set_stage("deploying", cond.TRUE, "RolledBack",
+                            f"Version {stable} serves all traffic after a rollback: {message}")
         self._set_ready(cond.FALSE, reason, message)
 
     # -- conditions and events -------------------------------------------------------------------
@@ -352,6 +387,7 @@ class _Reconciliation:
             f"{TAG_PREFIX}name": self.name,
             f"{TAG_PREFIX}uid": self.meta["uid"],
             f"{TAG_PREFIX}generation": str(self.generation),
+            f"{TAG_PREFIX}cycle": self.cycle,
         }
         if (self.status.get("pipeline") or {}).get("runId"):
             tags[f"{TAG_PREFIX}kfp-run-id"] = self.status["pipeline"]["runId"]
@@ -362,7 +398,7 @@ class _Reconciliation:
         return tags
 
     def _identity_tags(self) -> dict[str, str]:
-        return {f"{TAG_PREFIX}uid": self.meta["uid"], f"{TAG_PREFIX}generation": str(self.generation)}
+        return {f"{TAG_PREFIX}uid": self.meta["uid"], f"{TAG_PREFIX}cycle": self.cycle}
 
     # -- stages ------------------------------------------------------------------------------------
 
@@ -381,7 +417,7 @@ class _Reconciliation:
                 raise _Blocked("SecretNotFound", f"Secret {self.namespace}/{ref['name']} has no key "
                                                  f"{ref.get('key', 'token')}.")
         client = kfp.KfpClient(endpoint, token=token, timeout=self.env.config.http_timeout, session=self.env.http)
-        display_name = naming.pipeline_run_name(self.namespace, self.name, self.generation)
+        display_name = naming.pipeline_run_name(self.namespace, self.name, self.cycle)
         try:
             if record.get("runId"):
                 run = client.get_run(record["runId"])
@@ -394,7 +430,7 @@ class _Reconciliation:
                     package = self._pipeline_package(spec)
                     run = client.create_run(experiment_id, display_name, package, spec.get("parameters") or {},
                                             description=f"TrainDeploy {self.namespace}/{self.name} "
-                                                        f"generation {self.generation}")
+                                                        f"cycle {self.cycle}")
                     self.events.append(Event("Normal", "PipelineSubmitted",
                                              f"Submitted KFP run {run.get('run_id')} ({display_name})."))
         except kfp.KfpUnavailable as error:
@@ -451,8 +487,8 @@ class _Reconciliation:
         tuning, training = self.spec["tuning"], self.spec["training"]
         record = self.status.setdefault("tuning", {})
         record.setdefault("startedAt", self.now)
-        name = naming.experiment_name(self.name, self.generation)
-        meta = naming.child_metadata(self.td, name, self.generation, "tuning")
+        name = naming.experiment_name(self.name, self.cycle)
+        meta = naming.child_metadata(self.td, name, self.cycle, "tuning")
         desired = katib.build(meta, tuning, training, env=self._training_env(with_run=False),
                               hyperparameters=lc.effective_hyperparameters(training, None),
                               gpu_resource=self.env.config.gpu_resource)
@@ -487,16 +523,16 @@ class _Reconciliation:
                 experiment_id = client.get_or_create_experiment(experiment_name)
                 run = client.find_run(experiment_id, self._identity_tags())
                 if run is None:
-                    run = client.create_run(experiment_id, f"{self.name}-g{self.generation}", self._lineage_tags())
+                    run = client.create_run(experiment_id, f"{self.name}-{self.cycle}", self._lineage_tags())
                 return experiment_id, run
 
             experiment_id, run = self._mlflow(find_or_create_run)
             record.update({"mlflowRunId": _run_id(run), "mlflowExperimentId": experiment_id})
         backend = training.get("backend", "PyTorchJob")
         kind, module = TRAINING_BACKENDS[backend]
-        name = naming.training_job_name(self.name, self.generation)
+        name = naming.training_job_name(self.name, self.cycle)
         record.update({"kind": kind.kind, "name": name})
-        meta = naming.child_metadata(self.td, name, self.generation, "training")
+        meta = naming.child_metadata(self.td, name, self.cycle, "training")
         best = (self.status.get("tuning") or {}).get("bestParameters")
         desired = module.build(meta, training, env=self._training_env(with_run=True),
                                hyperparameters=lc.effective_hyperparameters(training, best),
@@ -547,7 +583,7 @@ class _Reconciliation:
                 version = client.create_model_version(
                     model_name, f"models:/{logged['model_id']}", run_id, model_id=logged["model_id"],
                     tags=self._lineage_tags(),
-                    description=f"Trained by TrainDeploy {self.namespace}/{self.name}, generation {self.generation}.")
+                    description=f"Trained by TrainDeploy {self.namespace}/{self.name}, cycle {self.cycle}.")
                 self.events.append(Event("Normal", "ModelVersionCreated",
                                          f"Created {model_name} version {version['version']} from run {run_id}."))
             return version
@@ -580,45 +616,50 @@ class _Reconciliation:
         model["storageUri"] = storage
 
     def _stage_deploying(self) -> None:
-        serving_spec = self.spec["serving"]
-        model = self.status.get("model") or {}
-        serving = self.status.setdefault("serving", {})
-        name = naming.inference_service_name(self.name)
-        version = model.get("version")
-        if serving.get("targetVersion") != version:
-            serving.update({"targetVersion": version, "startedAt": self.now, "ready": False})
-        meta = naming.child_metadata(self.td, name, stage="serving",
-                                     annotations={f"{TAG_PREFIX}model-version": str(version)})
-        mode = serving_spec.get("deploymentMode") or self.env.config.deployment_mode
-        desired = inferenceservice.build(meta, serving_spec, storage_uri=model["storageUri"],
-                                         gpu_resource=self.env.config.gpu_resource, deployment_mode=mode)
-        isvc, action = self._kube(lambda: self.env.kube.ensure(INFERENCESERVICE, desired, owned=("spec",)))
-        self._created(INFERENCESERVICE, name, action)
-        if action == "patched":
-            self.events.append(Event("Normal", "Updated", f"Updated InferenceService {self.namespace}/{name}."))
-        state = inferenceservice.read(isvc)
-        serving.update({"inferenceServiceName": name, "ready": state.phase == SUCCEEDED})
-        if state.outputs.get("url"):
-            serving["url"] = state.outputs["url"]
-        if state.phase == SUCCEEDED and serving.get("modelVersion") == version and serving.get("traffic"):
-            return  # promoted on an earlier pass
-        if state.phase == SUCCEEDED:
-            model_name = self.spec["model"]["name"]
+        self._serving = Serving(self)
+        self._serving.run()
 
-            def promote(client: MlflowRest) -> None:
-                if client.alias_version(model_name, ALIAS_CHAMPION) != version:
-                    client.set_alias(model_name, ALIAS_CHAMPION, version)
-                    self.events.append(Event("Normal", "ChampionPromoted",
-                                             f"Moved alias {ALIAS_CHAMPION} of {model_name} to version {version}."))
+    # -- what the serving stage uses -----------------------------------------------------------------
 
-            self._mlflow(promote)
-            serving.update({"modelVersion": version, "traffic": lc.serving_traffic(version)})
-            return
-        if state.phase == FAILED:
-            raise _Fail("ServingFailed", f"InferenceService {name} failed ({state.reason}): {state.message}")
-        self._running("deploying", f"InferenceService {name} is not ready yet"
-                      f"{': ' + state.message if state.message else '.'}",
-                      serving["startedAt"], serving_spec.get("timeoutSeconds") or DEFAULT_TIMEOUTS["deploying"])
+    INFERENCESERVICE = INFERENCESERVICE
+
+    def event(self, type_: str, reason: str, message: str) -> Event:
+        return Event(type_, reason, message)
+
+    def fail(self, reason: str, message: str) -> _Fail:
+        return _Fail(reason, message)
+
+    def invalid(self, message: str) -> _Fail:
+        return _InvalidSpec(message)
+
+    def running(self, stage: str, message: str, started_at: str, timeout: float | None) -> None:
+        self._running(stage, message, started_at, timeout)
+
+    def stage_waiting(self, stage: str, message: str) -> None:
+        """Paused until a person acts (an annotation wakes the loop)."""
+        self._set_stage(stage, cond.UNKNOWN, "AwaitingApproval", message)
+        raise _Wait(None)
+
+    def stage_progress(self, stage: str, message: str, after: float) -> None:
+        self._set_stage(stage, cond.UNKNOWN, "Canary", message)
+        raise _Wait(max(0.5, after))
+
+    def kube(self, call):
+        return self._kube(call)
+
+    def created(self, kind: Kind, name: str, action: str) -> None:
+        self._created(kind, name, action)
+
+    def move_alias(self, alias: str, version: str) -> None:
+        model_name = self.spec["model"]["name"]
+
+        def move(client: MlflowRest) -> None:
+            if client.alias_version(model_name, alias) != version:
+                client.set_alias(model_name, alias, version)
+                self.events.append(Event("Normal", "AliasMoved",
+                                         f"Moved alias {alias} of {model_name} to version {version}."))
+
+        self._mlflow(move)
 
 
 def _is_failed(status: dict) -> bool:

@@ -117,6 +117,7 @@ def test_the_minimal_traindeploy_gets_its_defaults(api_client, namespace):
     assert spec["serving"] == {
         "modelFormat": {"name": "mlflow"}, "protocolVersion": "v2",
         "minReplicas": 1, "gpus": 0, "timeoutSeconds": 1800,
+        "approval": "Automatic", "approvalPoint": "BeforeFirstStep",
     }
 
 

@@ -39,7 +39,9 @@ STATUS = {
               "metric": {"name": "val_accuracy", "value": 0.91, "threshold": 0.85, "passed": True}},
     "serving": {"inferenceServiceName": "churn", "url": "http://churn.models.example.com",
                 "modelVersion": "3", "ready": True, "traffic": "v3 100%"},
-    "rollout": {"canaryPercent": 0, "anything": {"later": ["issues", "decide"]}},
+    "rollout": {"version": "4", "stableVersion": "3", "state": "Progressing", "step": 0, "weight": 10,
+                "failedVersions": ["2"]},
+    "rolloutHistory": [{"version": "3", "result": "Promoted", "at": "2026-01-01T00:00:00Z"}],
     "children": [
         {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "churn-train-1"},
         {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService", "name": "churn"},

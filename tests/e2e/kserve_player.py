@@ -1,0 +1,171 @@
+"""Plays KServe's controller for rollouts: answers each InferenceService spec change with the
+status KServe would write (UPSTREAM.md 4.4-4.5), in a background thread, and records the canary
+percentages it saw, in order."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+
+import logging
+
+from kubernetes import client, watch
+
+log = logging.getLogger(__name__)
+
+
+def _watch(api, group: str, version: str, namespace: str, plural: str, stop: threading.Event, handle) -> None:
+    """Calls `handle(object)` for every change, as a controller's informer would; survives errors."""
+    while not stop.is_set():
+        stream = watch.Watch()
+        try:
+            for event in stream.stream(api.list_namespaced_custom_object, group, version, namespace, plural,
+                                       timeout_seconds=1):
+                if stop.is_set():
+                    break
+                if event["type"] in ("ADDED", "MODIFIED"):
+                    handle(event["object"])
+        except Exception:  # noqa: BLE001 - a player must outlive a failed request
+            log.exception("KServe player: watch or status write failed; continuing")
+            time.sleep(0.1)
+        finally:
+            stream.stop()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class KnativePlayer:
+    """Knative mode: a revision per storage URI; traffic split by canaryTrafficPercent."""
+
+    def __init__(self, api_client, namespace: str, name: str, ready: bool = True) -> None:
+        self.api = client.CustomObjectsApi(api_client)
+        self.namespace, self.name = namespace, name
+        self.ready = ready
+        self.revisions: dict[str, str] = {}  # storage URI -> revision name
+        self.rolled_out: str | None = None
+        self.previous_rolled_out: str | None = None
+        self.percents: list[tuple[float, int | None]] = []  # (time, canaryTrafficPercent) on each change
+        self._seen_generation = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> "KnativePlayer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def percent_sequence(self) -> list[int | None]:
+        values = [p for _, p in self.percents]
+        return [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+
+    def _loop(self) -> None:
+        _watch(self.api, "serving.kserve.io", "v1beta1", self.namespace, "inferenceservices", self._stop,
+               self._on_change)
+
+    def _on_change(self, isvc: dict) -> None:
+        if isvc["metadata"]["name"] == self.name and isvc["metadata"]["generation"] != self._seen_generation:
+            self._seen_generation = isvc["metadata"]["generation"]
+            self._answer(isvc)
+
+    def _answer(self, isvc: dict) -> None:
+        predictor = isvc["spec"]["predictor"]
+        storage = predictor["model"]["storageUri"]
+        percent = predictor.get("canaryTrafficPercent")
+        self.percents.append((time.monotonic(), percent))
+        if storage not in self.revisions:
+            self.revisions[storage] = f"{self.name}-predictor-{len(self.revisions) + 1:05d}"
+        latest = self.revisions[storage]
+        url = f"http://{self.name}.{self.namespace}.example.com"
+        if percent is None or self.rolled_out is None or percent >= 100 or latest == self.rolled_out:
+            traffic = [{"revisionName": latest, "latestRevision": True, "percent": 100}]
+            if latest != self.rolled_out:
+                self.previous_rolled_out, self.rolled_out = self.rolled_out, latest
+        else:
+            traffic = [{"revisionName": latest, "latestRevision": True, "percent": percent,
+                        "url": f"http://latest-{self.name}-predictor.{self.namespace}.example.com"},
+                       {"tag": "prev", "revisionName": self.rolled_out, "latestRevision": False,
+                        "percent": 100 - percent}]
+        state = "True" if self.ready else "Unknown"
+        t = _now()
+        components = {"url": f"http://{self.name}-predictor.{self.namespace}.example.com",
+                      "latestCreatedRevision": latest, "latestReadyRevision": latest if self.ready else None,
+                      "latestRolledoutRevision": self.rolled_out, "traffic": traffic}
+        if self.previous_rolled_out:
+            components["previousRolledoutRevision"] = self.previous_rolled_out
+        status = {
+            "deploymentMode": "Knative", "url": url, "observedGeneration": isvc["metadata"]["generation"],
+            "address": {"url": f"http://{self.name}.{self.namespace}.svc.cluster.local"},
+            "components": {"predictor": {k: v for k, v in components.items() if v is not None}},
+            "conditions": [{"type": t_, "status": state, "lastTransitionTime": t} for t_ in
+                           ("IngressReady", "LatestDeploymentReady", "PredictorConfigurationReady", "PredictorReady",
+                            "PredictorRouteReady", "Ready", "RoutesReady")],
+            "modelStatus": {"transitionStatus": "UpToDate" if self.ready else "InProgress",
+                            "states": {"activeModelState": "Loaded" if self.ready else "Pending",
+                                       "targetModelState": "Loaded"}},
+        }
+        self.api.patch_namespaced_custom_object_status("serving.kserve.io", "v1beta1", self.namespace,
+                                                       "inferenceservices", self.name, {"status": status})
+
+
+class StandardPlayer:
+    """Standard mode: every InferenceService of the TrainDeploy becomes ready on each change; a
+    canary's address can point at a local test server so the probe reaches it. Records the
+    HTTPRoute's weights on each change."""
+
+    def __init__(self, api_client, namespace: str, addresses: dict[str, str] | None = None,
+                 never_ready: set[str] | None = None) -> None:
+        self.api = client.CustomObjectsApi(api_client)
+        self.namespace = namespace
+        self.addresses = addresses or {}
+        self.never_ready = never_ready or set()
+        self.weights: list[dict[str, int]] = []
+        self._seen: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> "StandardPlayer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        routes = threading.Thread(target=_watch, daemon=True, args=(
+            self.api, "gateway.networking.k8s.io", "v1", self.namespace, "httproutes", self._stop, self._on_route))
+        routes.start()
+        _watch(self.api, "serving.kserve.io", "v1beta1", self.namespace, "inferenceservices", self._stop,
+               self._on_isvc)
+        routes.join(timeout=5)
+
+    def _on_isvc(self, isvc: dict) -> None:
+        name, generation = isvc["metadata"]["name"], isvc["metadata"]["generation"]
+        if self._seen.get(name) != generation and name not in self.never_ready:
+            self._seen[name] = generation
+            self._ready(isvc)
+
+    def _on_route(self, route: dict) -> None:
+        weights = {b["name"]: b.get("weight", 1) for rule in route["spec"].get("rules", [])
+                   for b in rule.get("backendRefs", [])}
+        if not self.weights or self.weights[-1] != weights:
+            self.weights.append(weights)
+
+    def _ready(self, isvc: dict) -> None:
+        name = isvc["metadata"]["name"]
+        t = _now()
+        url = self.addresses.get(name, f"http://{name}.{self.namespace}.example.com")
+        status = {"deploymentMode": "Standard", "url": url, "address": {"url": url},
+                  "components": {"predictor": {"url": url}},
+                  "conditions": [{"type": c, "status": "True", "lastTransitionTime": t}
+                                 for c in ("IngressReady", "PredictorReady", "Ready")],
+                  "modelStatus": {"transitionStatus": "UpToDate",
+                                  "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"}}}
+        self.api.patch_namespaced_custom_object_status("serving.kserve.io", "v1beta1", self.namespace,
+                                                       "inferenceservices", name, {"status": status})
