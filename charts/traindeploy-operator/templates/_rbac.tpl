@@ -1,0 +1,83 @@
+{{/*
+The operator's permissions, least privilege: exactly the verbs and resources it uses, never a
+wildcard, and a comment above each rule saying who needs it and why. They come from kopf's
+behaviour (kopf 1.4x: watches, finalizers, annotations, Events, discovery) and from the
+operator's own calls (operator/traindeploy/kube.py and its callers).
+
+tests/packaging/test_chart.py checks that no rule has "*" and that every rule has a comment, and
+runs the operator end to end as a ServiceAccount bound to exactly these rules.
+*/}}
+
+{{/* Rules on namespaced resources: a ClusterRole when watching the whole cluster, a Role in each
+watched namespace otherwise. */}}
+{{- define "traindeploy-operator.rules.namespaced" -}}
+# kopf lists and watches TrainDeploys, and patches them to add and remove its finalizer
+# (traindeploy.io/finalizer) and to record the last handled spec in an annotation.
+- apiGroups: ["traindeploy.io"]
+  resources: ["traindeploys"]
+  verbs: ["list", "watch", "patch"]
+# The operator writes the whole status of each TrainDeploy with a JSON patch on the status
+# subresource (Kube.replace_status).
+- apiGroups: ["traindeploy.io"]
+  resources: ["traindeploys/status"]
+  verbs: ["patch"]
+# Children carry an owner reference with blockOwnerDeletion: clusters that enforce owner
+# reference permissions (the OwnerReferencesPermissionEnforcement admission plugin, on by default
+# in OpenShift) require update on the owner's finalizers to create them.
+- apiGroups: ["traindeploy.io"]
+  resources: ["traindeploys/finalizers"]
+  verbs: ["update"]
+# PyTorchJobs (training) and Katib Experiments (tuning): the operator reads, creates and patches
+# them by their deterministic names and deletes those of a superseded or timed-out cycle; kopf
+# lists and watches them to wake the owning TrainDeploy when their status changes.
+- apiGroups: ["kubeflow.org"]
+  resources: ["pytorchjobs", "experiments"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Kubeflow Trainer TrainJobs (training.backend: TrainJob): the same as PyTorchJobs.
+- apiGroups: ["trainer.kubeflow.org"]
+  resources: ["trainjobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# KServe InferenceServices (serving): read, create and patch the served model; delete the canary
+# service when a rollout ends; kopf watches them to notice readiness.
+- apiGroups: ["serving.kserve.io"]
+  resources: ["inferenceservices"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Gateway API HTTPRoutes: the canary rollout in KServe Standard mode splits traffic between the
+# stable and the canary InferenceService with an HTTPRoute it creates, patches and deletes.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Secrets named in a TrainDeploy (spec.mlflow.credentialsSecretRef, spec.pipeline.tokenSecretRef):
+# read one by name when needed; never listed or watched, so no other Secret is ever fetched.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# ConfigMaps named in a TrainDeploy (spec.pipeline.package.configMapKeyRef): the compiled
+# pipeline to submit to KFP, read by name.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get"]
+# Events: kopf posts the operator's stage transitions and handler outcomes as core v1 Events
+# on the TrainDeploy. It only creates them; it never reads or updates them.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{/* Cluster-scoped reads kopf needs in either mode. */}}
+{{- define "traindeploy-operator.rules.discovery" -}}
+# kopf's resource discovery: it lists and watches CustomResourceDefinitions to learn when the
+# watched kinds (TrainDeploy and the child kinds) appear, change or go away.
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- end }}
+
+{{/* Cluster-scoped reads kopf needs only when it watches a list of namespaces. */}}
+{{- define "traindeploy-operator.rules.namespaces" -}}
+# When watching a list of namespaces, kopf lists and watches Namespaces to serve each listed
+# one only while it exists (and to notice one created after the operator started).
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}
