@@ -60,6 +60,25 @@ def namespace(api_client) -> str:
     core.delete_namespace(name)
 
 
+@pytest.fixture
+def all_logs():
+    """Every log record at DEBUG and above, from every logger (urllib3 and requests included)."""
+    import logging
+
+    from harness.logcapture import LogCapture
+
+    handler = LogCapture()
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     with MlflowServer(workdir=tmp_path_factory.mktemp("mlflow")) as server:

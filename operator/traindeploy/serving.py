@@ -72,10 +72,9 @@ class Serving:
         """`traindeploy.io/rollback=<version>` sends all traffic back to that version."""
         annotations = self.rec.meta.get("annotations") or {}
         wanted = annotations.get(triggers.ANNOTATION_ROLLBACK)
-        retrain = self.status.setdefault("retrain", {})
-        if not wanted or wanted == retrain.get("lastRollback"):
+        if not wanted or wanted == (self.status.get("retrain") or {}).get("lastRollback"):
             return
-        retrain["lastRollback"] = wanted
+        self.status.setdefault("retrain", {})["lastRollback"] = wanted
         version = wanted[1:] if wanted[:1] in "vV" and wanted[1:].isdigit() else wanted
         current = self.serving.get("modelVersion")
         if current is None or version == current:

@@ -7,6 +7,7 @@ import secrets
 import pytest
 
 from e2e.operator_process import OperatorProcess
+from harness.kfp_fake import KfpFake
 from e2e.players import Players
 
 
@@ -44,3 +45,10 @@ def pytest_runtest_makereport(item, call):
 def model_name() -> str:
     """Registered model names are global on the shared MLflow server."""
     return f"model-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def kfp():
+    """The KFP API test double (the KFP backend cannot run here)."""
+    with KfpFake() as fake:
+        yield fake

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import time
 
-import pytest
 from kubernetes import client
 from mlflow import MlflowClient
 
@@ -274,3 +273,23 @@ def test_spec_change_retrains_while_the_current_version_keeps_serving(api_client
         assert td["status"]["serving"]["modelVersion"] == "1"
         after = players.get("serving.kserve.io", "v1beta1", "inferenceservices", "churn")
         assert after["metadata"]["generation"] == before["metadata"]["generation"]  # untouched
+
+
+def test_manual_approval_before_promotion(api_client, namespace, players, operator, mlflow_server, model_name):
+    with KnativePlayer(api_client, namespace, "churn") as kserve:
+        body = canary_td(model_name, "Knative", stepIntervalSeconds=1)
+        body["spec"]["serving"].update({"approval": "Manual", "approvalPoint": "BeforePromotion"})
+        create(api_client, namespace, body)
+        train(players, "churn-g1-train")
+        players.wait_td("churn", _phase("AwaitingApproval"), what="the first rollout to wait")
+        annotate(api_client, namespace, "churn", "traindeploy.io/approve", "1")
+        players.wait_td("churn", _phase("Ready"))
+
+        retrain(api_client, namespace, players, "r1", "churn-g1r1-train")
+        td = players.wait_td("churn", _phase("AwaitingApproval"), timeout=30, what="the pause before promotion")
+        assert td["status"]["rollout"]["weight"] == 50  # the canary steps ran; promotion waits
+        assert champion(mlflow_server, model_name) == "1"
+        annotate(api_client, namespace, "churn", "traindeploy.io/approve", "2")
+        players.wait_td("churn", _phase("Ready"), timeout=30)
+    assert kserve.percent_sequence() == [None, 10, 50, 100]
+    assert champion(mlflow_server, model_name) == "2"

@@ -87,39 +87,40 @@ def test_serving_readiness_deadline(api_client, namespace, players, operator, mo
     assert _condition(td, "ServingReady")["reason"] == "ServingDeadlineExceeded"
 
 
-@pytest.fixture
-def flaky_mlflow(tmp_path):
-    server = MlflowServer(workdir=tmp_path / "mlflow").start()
-    yield server
-    server.stop()
+class TestMlflowOutage:
+    """With an MLflow server of its own, which the test stops and starts again."""
 
+    @pytest.fixture
+    def flaky_mlflow(self, tmp_path):
+        server = MlflowServer(workdir=tmp_path / "mlflow").start()
+        yield server
+        server.stop()
 
-@pytest.fixture
-def operator_settings(flaky_mlflow):
-    return {"TRAINDEPLOY_MLFLOW_TRACKING_URI": flaky_mlflow.url,
-            "TRAINDEPLOY_MLFLOW_ARTIFACTS_DESTINATION": flaky_mlflow.artifacts_dir.as_uri()}
+    @pytest.fixture
+    def operator_settings(self, flaky_mlflow):
+        return {"TRAINDEPLOY_MLFLOW_TRACKING_URI": flaky_mlflow.url,
+                "TRAINDEPLOY_MLFLOW_ARTIFACTS_DESTINATION": flaky_mlflow.artifacts_dir.as_uri()}
 
+    def test_mlflow_outage_backs_off_says_so_and_recovers(self, api_client, namespace, players, operator,
+                                                          flaky_mlflow, model_name):
+        flaky_mlflow.stop()
+        create(api_client, namespace, manifests.minimal("churn", model_name))
+        td = players.wait_td("churn", lambda td: _condition(td, "Ready").get("reason") == "MLflowUnavailable",
+                             what="Ready=False MLflowUnavailable")
+        assert _condition(td, "TrainingSucceeded")["status"] == "Unknown"
+        assert _condition(td, "TrainingSucceeded")["reason"] == "MLflowUnavailable"
+        assert flaky_mlflow.url in _condition(td, "Ready")["message"]
+        # No job before the run exists: the job must carry the run id.
+        assert players.get("kubeflow.org", "v1", "pytorchjobs", "churn-g1-train") is None
 
-def test_mlflow_outage_backs_off_says_so_and_recovers(api_client, namespace, players, operator, flaky_mlflow,
-                                                      model_name):
-    flaky_mlflow.stop()
-    create(api_client, namespace, manifests.minimal("churn", model_name))
-    td = players.wait_td("churn", lambda td: _condition(td, "Ready").get("reason") == "MLflowUnavailable",
-                         what="Ready=False MLflowUnavailable")
-    assert _condition(td, "TrainingSucceeded")["status"] == "Unknown"
-    assert _condition(td, "TrainingSucceeded")["reason"] == "MLflowUnavailable"
-    assert flaky_mlflow.url in _condition(td, "Ready")["message"]
-    # No job before the run exists: the job must carry the run id.
-    assert players.get("kubeflow.org", "v1", "pytorchjobs", "churn-g1-train") is None
-
-    flaky_mlflow.start()
-    job = players.wait_child("kubeflow.org", "v1", "pytorchjobs", "churn-g1-train", timeout=60)
-    td = players.wait_td("churn", _phase("Training"))
-    assert _condition(td, "Ready")["reason"] == "Training"
-    train_into_run(job, {"accuracy": 0.9})
-    players.pytorchjob("churn-g1-train", "Succeeded")
-    players.wait_child("serving.kserve.io", "v1beta1", "inferenceservices", "churn")
-    runs = MlflowClient(flaky_mlflow.url).search_runs(
-        [td["status"]["training"]["mlflowExperimentId"]],
-        filter_string=f"tags.`traindeploy.io/uid` = '{td['metadata']['uid']}'")
-    assert len(runs) == 1
+        flaky_mlflow.start()
+        job = players.wait_child("kubeflow.org", "v1", "pytorchjobs", "churn-g1-train", timeout=60)
+        td = players.wait_td("churn", _phase("Training"))
+        assert _condition(td, "Ready")["reason"] == "Training"
+        train_into_run(job, {"accuracy": 0.9})
+        players.pytorchjob("churn-g1-train", "Succeeded")
+        players.wait_child("serving.kserve.io", "v1beta1", "inferenceservices", "churn")
+        runs = MlflowClient(flaky_mlflow.url).search_runs(
+            [td["status"]["training"]["mlflowExperimentId"]],
+            filter_string=f"tags.`traindeploy.io/uid` = '{td['metadata']['uid']}'")
+        assert len(runs) == 1

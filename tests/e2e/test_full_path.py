@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from kubernetes import client
 from mlflow import MlflowClient
 
@@ -15,12 +14,6 @@ from e2e.test_lifecycle import _condition, _phase, create
 from harness.kfp_fake import KfpFake
 
 PIPELINE = Path(__file__).parents[1] / "kfp" / "data" / "prep_pipeline.yaml"
-
-
-@pytest.fixture
-def kfp():
-    with KfpFake() as fake:
-        yield fake
 
 
 def pipeline_config_map(api_client, namespace: str) -> None:
@@ -136,3 +129,15 @@ def test_trainjob_backend(api_client, namespace, players, operator, model_name):
     players.inferenceservice("churn", ready=True)
     td = players.wait_td("churn", _phase("Ready"))
     assert td["status"]["training"]["kind"] == "TrainJob"
+
+
+def test_a_package_that_is_not_a_pipeline_is_invalid_spec(api_client, namespace, players, operator, model_name,
+                                                           kfp):
+    client.CoreV1Api(api_client).create_namespaced_config_map(namespace, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="prep-pipeline"), data={"pipeline.yaml": "just: [some, yaml]"}))
+    create(api_client, namespace, manifests.full("churn", model_name, kfp.url))
+    td = players.wait_td("churn", _phase("Failed"))
+    ready = _condition(td, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "not a compiled KFP pipeline" in ready["message"]
+    assert kfp.runs == {}

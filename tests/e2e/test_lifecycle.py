@@ -3,6 +3,7 @@ playing the upstream controllers and the trainer."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from kubernetes import client
@@ -26,7 +27,7 @@ def create(api_client, namespace: str, body: dict) -> dict:
 
 
 def test_minimal_path_trains_registers_and_serves(api_client, namespace, players, operator, mlflow_server,
-                                                  model_name):
+                                                  model_name, control_plane):
     create(api_client, namespace, manifests.minimal("churn", model_name))
 
     job = players.wait_child("kubeflow.org", "v1", "pytorchjobs", "churn-g1-train")
@@ -71,3 +72,18 @@ def test_minimal_path_trains_registers_and_serves(api_client, namespace, players
         lambda reasons: {"TrainingSucceeded", "ModelRegistered", "Ready"} <= set(reasons), timeout=30,
         what="stage Events")
     assert "Created" in events
+
+    # The kubectl experience, with the real kubectl: wait on the Ready condition, see the stages
+    # as Events in describe, and the summary columns in get.
+    control_plane.kubectl_run("wait", "-n", namespace, "--for=condition=Ready", "td/churn", "--timeout=30s")
+    described = control_plane.kubectl_run("describe", "-n", namespace, "td/churn").stdout
+    for reason in ("TrainingSucceeded", "GatePassed", "ModelRegistered", "ServingReady"):
+        assert reason in described
+    listed = control_plane.kubectl_run("get", "-n", namespace, "td").stdout.splitlines()
+    assert listed[0].split()[:6] == ["NAME", "PHASE", "MODEL", "VERSION", "TRAFFIC", "READY"]
+    assert listed[1].split()[:4] == ["churn", "Ready", model_name, "1"]
+    assert "v1 100%" in listed[1]
+    # Idle: nothing is written while nothing changes.
+    version = players.td("churn")["metadata"]["resourceVersion"]
+    time.sleep(3)
+    assert players.td("churn")["metadata"]["resourceVersion"] == version

@@ -10,7 +10,7 @@ from mlflow import MlflowClient
 
 from e2e import manifests
 from e2e.players import train_into_run
-from e2e.test_full_path import kfp, only_run, pipeline_config_map  # noqa: F401 (fixture)
+from e2e.test_full_path import only_run, pipeline_config_map
 from e2e.test_lifecycle import _condition, _phase, create
 from harness.kfp_fake import KfpFake
 

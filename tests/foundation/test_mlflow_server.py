@@ -35,5 +35,5 @@ def test_client_logs_a_run_and_registers_a_model_version(mlflow_server, tmp_path
     assert by_alias.status == "READY"
     # The artifacts are really on the server's artifact store.
     assert any(mlflow_server.artifacts_dir.rglob("MLmodel"))
-    loaded = mlflow.pyfunc.load_model(f"models:/foundation-proof-model@challenger")
+    loaded = mlflow.pyfunc.load_model("models:/foundation-proof-model@challenger")
     assert loaded.predict([1, 2]) == [2, 4]

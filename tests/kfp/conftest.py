@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -43,30 +42,3 @@ def pipeline_spec(pipeline_yaml) -> dict:
     return load_pipeline_package(pipeline_yaml)
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(f"{r.name} {r.levelname} {r.getMessage()}" for r in self.records)
-
-
-@pytest.fixture
-def all_logs():
-    """Every log record at DEBUG and above, from every logger (urllib3 and requests included).
-    Our own capture, because the suite runs with `-p no:logging` (no caplog)."""
-    handler = _Collect()
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous)

@@ -8,7 +8,6 @@ A tiny HTTP stub covers what a healthy MLflow never does (5xx, 429, slow answers
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 import socket
 import threading
@@ -91,36 +90,6 @@ def closed_port() -> int:
     port = sock.getsockname()[1]
     sock.close()
     return port
-
-
-class LogCapture(logging.Handler):
-    """Every record from every logger, formatted with tracebacks (works with -p no:logging)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-
-@pytest.fixture
-def all_logs() -> Iterator[LogCapture]:
-    root = logging.getLogger()
-    handler = LogCapture()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(previous)
 
 
 def exception_text(exc: BaseException) -> str:
