@@ -16,6 +16,15 @@ test: tools
 tools: venv
 	$(PY) -m harness.tools
 
+# `make run` shows the operator at work on this machine: a local control plane, MLflow and the
+# operator, examples/traindeploys/minimal.yaml applied, and labelled stand-ins playing the Training
+# Operator, the trainer and KServe, until Ctrl-C (see tests/harness/local_run.py).
+# RUN_ARGS passes options, e.g. make run RUN_ARGS=--exit-when-ready
+.PHONY: run
+RUN_ARGS ?=
+run: tools
+	$(PY) -m harness.local_run $(RUN_ARGS)
+
 venv: $(VENV)/.installed
 
 # Reinstalled when the project's dependencies change.

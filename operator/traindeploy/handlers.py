@@ -32,10 +32,9 @@ class _Loop:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     failures: int = 0
     seen: tuple = ()
-    # Our last status write and the resourceVersion it replaced: until the watch delivers the
-    # write, the daemon's body is older than what we wrote, and acting on it would undo steps.
+    # Our last status write: until the watch delivers it, the daemon's body is older than what
+    # we wrote, and acting on it would undo steps.
     written: dict | None = None
-    stale_versions: set = field(default_factory=set)
 
 
 _loops: dict[str, _Loop] = {}
@@ -95,11 +94,15 @@ async def reconcile_loop(body: kopf.Body, uid: str, stopped: kopf.DaemonStopped,
 
 
 def _freshest(body: kopf.Body, loop: _Loop) -> dict:
+    """The body, unless the watch has not yet delivered our last status write.
+
+    The operator is the only writer of status, so a body whose status differs from what we last
+    wrote predates that write (later changes by others carry our status along).
+    """
     td = dict(body)
-    version = td["metadata"].get("resourceVersion")
-    if loop.written is not None and version in loop.stale_versions:
+    if loop.written is not None and td.get("status") != loop.written.get("status"):
         return loop.written
-    loop.written, loop.stale_versions = None, set()  # the watch has caught up (or moved past us)
+    loop.written = None
     return td
 
 
@@ -114,7 +117,6 @@ def _reconcile_and_write(td: dict, env: Environment, logger: kopf.Logger, loop: 
     if outcome.status != (td.get("status") or {}):
         try:
             written = env.kube.replace_status(TRAINDEPLOY, meta["namespace"], meta["name"], outcome.status)
-            loop.stale_versions.add(meta.get("resourceVersion"))
             loop.written = written
         except (KubeUnavailable, KubeError) as error:
             logger.warning("Could not write status: %s", error)
