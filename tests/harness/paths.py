@@ -10,6 +10,7 @@ CONTROLPLANE_MODULE = REPO_ROOT / "tests" / "controlplane"
 OUR_CRDS = REPO_ROOT / "crds"
 
 UPSTREAM_CRDS_ENV = "TRAINDEPLOY_UPSTREAM_CRDS"
+WORKSPACE_UPSTREAM_CRDS = Path("/work/shared/crds/upstream")
 
 
 def cache_dir() -> Path:
@@ -24,7 +25,7 @@ def upstream_crds_dir() -> Path:
     """The upstream child CRDs are test data kept outside the project (see PROVENANCE.md there).
 
     `$TRAINDEPLOY_UPSTREAM_CRDS` wins; otherwise the nearest `shared/crds/upstream` beside the
-    checkout or one of its parents, so a clone placed elsewhere on the machine still finds it.
+    checkout or one of its parents, then the workspace's copy.
     """
     configured = os.environ.get(UPSTREAM_CRDS_ENV)
     if configured:
@@ -36,5 +37,8 @@ def upstream_crds_dir() -> Path:
         candidate = parent / "shared" / "crds" / "upstream"
         if candidate.is_dir():
             return candidate
+    # A clone made elsewhere (CI clones into a scratch directory) still finds the workspace's copy.
+    if WORKSPACE_UPSTREAM_CRDS.is_dir():
+        return WORKSPACE_UPSTREAM_CRDS
     raise FileNotFoundError(
         f"upstream CRDs not found beside {REPO_ROOT}; set ${UPSTREAM_CRDS_ENV} to their directory")
