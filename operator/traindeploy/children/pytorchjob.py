@@ -128,16 +128,23 @@ def job_spec(training: Mapping[str, Any], *, env: list[dict], args: list[str], g
     return spec
 
 
+def training_job(api_version: str, kind: str, spec_builder, meta: dict, training: dict, *, env: list[dict],
+                 hyperparameters: dict[str, str], gpu_resource: str) -> dict:
+    """A whole training job object (PyTorchJob or TrainJob) from its kind's `job_spec`."""
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": copy_meta(meta),
+        "spec": spec_builder(training, env=env, args=training_args(training, hyperparameters),
+                             gpu_resource=gpu_resource),
+    }
+
+
 def build(meta: dict, training: dict, *, env: list[dict], hyperparameters: dict[str, str],
           gpu_resource: str) -> dict:
     """The whole PyTorchJob for one training cycle."""
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": copy_meta(meta),
-        "spec": job_spec(training, env=env, args=training_args(training, hyperparameters),
-                         gpu_resource=gpu_resource),
-    }
+    return training_job(API_VERSION, KIND, job_spec, meta, training, env=env, hyperparameters=hyperparameters,
+                        gpu_resource=gpu_resource)
 
 
 # --- reader -----------------------------------------------------------------------------------

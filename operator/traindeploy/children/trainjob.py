@@ -12,11 +12,10 @@ from typing import Any
 
 from traindeploy.children import FAILED, PENDING, RUNNING, SUCCEEDED, ChildState, condition
 from traindeploy.children.pytorchjob import (
-    copy_meta,
     merge_env,
     pod_scheduling,
     resources_with_gpus,
-    training_args,
+    training_job,
 )
 
 API_VERSION = "trainer.kubeflow.org/v1alpha1"
@@ -78,13 +77,8 @@ def job_spec(training: dict, *, env: list[dict], args: list[str], gpu_resource: 
 def build(meta: dict, training: dict, *, env: list[dict], hyperparameters: dict[str, str],
           gpu_resource: str) -> dict:
     """The whole TrainJob for one training cycle."""
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": copy_meta(meta),
-        "spec": job_spec(training, env=env, args=training_args(training, hyperparameters),
-                         gpu_resource=gpu_resource),
-    }
+    return training_job(API_VERSION, KIND, job_spec, meta, training, env=env, hyperparameters=hyperparameters,
+                        gpu_resource=gpu_resource)
 
 
 def read(obj: dict) -> ChildState:
