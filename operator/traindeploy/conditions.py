@@ -48,10 +48,6 @@ def set_condition(conditions: list[dict], condition_type: str, status: str, reas
     return _sorted(others + [updated])
 
 
-def remove(conditions: list[dict], condition_type: str) -> list[dict]:
-    return [c for c in conditions if c.get("type") != condition_type]
-
-
 def _sorted(conditions: list[dict]) -> list[dict]:
     rank = {name: index for index, name in enumerate(ORDER)}
     return sorted(conditions, key=lambda c: (rank.get(c["type"], len(ORDER)), c["type"]))

@@ -42,11 +42,11 @@ CHILD_KINDS = (PYTORCHJOB, TRAINJOB, EXPERIMENT, INFERENCESERVICE)
 TRAINING_BACKENDS = {"PyTorchJob": (PYTORCHJOB, pytorchjob), "TrainJob": (TRAINJOB, trainjob)}
 
 ALIAS_CHALLENGER = "challenger"
-ALIAS_CHAMPION = "champion"
+ALIAS_CHAMPION = "champion"  # moved by serving.py on promotion
 TAG_PREFIX = "traindeploy.io/"
 REGISTRATION_POLL = 5.0
 
-DEFAULT_TIMEOUTS = {"pipeline": 21600, "tuning": 86400, "deploying": 1800}
+DEFAULT_TIMEOUTS = {"pipeline": 21600, "tuning": 86400, "deploying": 1800}  # as the CRD defaults
 
 
 @dataclass
@@ -622,6 +622,8 @@ class _Reconciliation:
     # -- what the serving stage uses -----------------------------------------------------------------
 
     INFERENCESERVICE = INFERENCESERVICE
+    ALIAS_CHAMPION = ALIAS_CHAMPION
+    DEFAULT_TIMEOUTS = DEFAULT_TIMEOUTS
 
     def event(self, type_: str, reason: str, message: str) -> Event:
         return Event(type_, reason, message)

@@ -136,7 +136,7 @@ class Serving:
                                                  f"{state.message}")
         self.rec.running("deploying", f"InferenceService {self.name} is not ready yet"
                          f"{': ' + state.message if state.message else '.'}", self.serving["startedAt"],
-                         self.spec.get("timeoutSeconds") or 1800)
+                         self.spec.get("timeoutSeconds") or self.rec.DEFAULT_TIMEOUTS["deploying"])
 
     def _maintain(self) -> None:
         """Keeps the serving objects as the spec says (replicas, resources) for the serving version."""
@@ -385,7 +385,7 @@ class Serving:
         return None
 
     def _promote_alias(self, version: str) -> None:
-        self.rec.move_alias("champion", version)
+        self.rec.move_alias(self.rec.ALIAS_CHAMPION, version)
 
     def _record(self, version: str, previous: str | None, result: str, reason: str, storage: str | None) -> None:
         history = [h for h in self.status.get("rolloutHistory") or []

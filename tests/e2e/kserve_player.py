@@ -125,6 +125,7 @@ class StandardPlayer:
         self.addresses = addresses or {}
         self.never_ready = never_ready or set()
         self.weights: list[dict[str, int]] = []
+        self.weight_times: list[float] = []  # when each entry of `weights` was seen
         self._seen: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -156,6 +157,7 @@ class StandardPlayer:
                    for b in rule.get("backendRefs", [])}
         if not self.weights or self.weights[-1] != weights:
             self.weights.append(weights)
+            self.weight_times.append(time.monotonic())
 
     def _ready(self, isvc: dict) -> None:
         name = isvc["metadata"]["name"]

@@ -108,6 +108,10 @@ def test_standard_canary_weights_an_httproute_and_promotes(api_client, namespace
     splits = [w for w in kserve.weights if "churn-canary-predictor" in w]
     assert [w["churn-canary-predictor"] for w in splits] == [10, 50]
     assert kserve.weights[-1] == {"churn-predictor": 100}
+    seen = dict(zip((w.get("churn-canary-predictor", 0) for w in kserve.weights), kserve.weight_times))
+    # Each step lasts at least the interval (watch delivery jitter allowed).
+    assert seen[50] - seen[10] >= INTERVAL - 0.1
+    assert kserve.weight_times[-1] - seen[50] >= INTERVAL - 0.1
     assert model_server.requests and model_server.requests[0][:2] == ("POST", "/v2/models/model/infer")
     assert players.get("serving.kserve.io", "v1beta1", "inferenceservices", "churn-canary") is None
     stable = players.get("serving.kserve.io", "v1beta1", "inferenceservices", "churn")
