@@ -25,6 +25,11 @@ RUN_ARGS ?=
 run: tools
 	$(PY) -m harness.local_run $(RUN_ARGS)
 
+# Benchmarks print their figures against a baseline measured in the same run (not part of make test).
+.PHONY: bench
+bench: tools
+	$(PY) bench/idle_api_load.py --counts 10 100 --window 20
+
 venv: $(VENV)/.installed
 
 # Reinstalled when the project's dependencies change.
