@@ -64,10 +64,10 @@ def resources_with_gpus(resources: Mapping[str, Any] | None, gpus: int, gpu_reso
     return {key: value for key, value in merged.items() if value}
 
 
-def container(training: Mapping[str, Any], *, name: str, env: list[dict], args: list[str],
-              gpu_resource: str) -> dict:
-    """The training container; empty fields are left out so the stored object equals the sent one."""
-    built: dict[str, Any] = {"name": name, "image": training["image"]}
+def program(training: Mapping[str, Any], *, env: list[dict], args: list[str]) -> dict[str, Any]:
+    """What runs: image, command, args and env, as PyTorchJob containers and TrainJob's trainer
+    both spell them. Empty fields are left out so the stored object equals the sent one."""
+    built: dict[str, Any] = {"image": training["image"]}
     if training.get("command"):
         built["command"] = [str(part) for part in training["command"]]
     if args:
@@ -75,6 +75,13 @@ def container(training: Mapping[str, Any], *, name: str, env: list[dict], args: 
     merged_env = merge_env(training.get("env"), env)
     if merged_env:
         built["env"] = merged_env
+    return built
+
+
+def container(training: Mapping[str, Any], *, name: str, env: list[dict], args: list[str],
+              gpu_resource: str) -> dict:
+    """The training container."""
+    built: dict[str, Any] = {"name": name, **program(training, env=env, args=args)}
     resources = resources_with_gpus(training.get("resources"), training.get("gpus") or 0, gpu_resource)
     if resources:
         built["resources"] = resources

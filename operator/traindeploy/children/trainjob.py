@@ -12,8 +12,8 @@ from typing import Any
 
 from traindeploy.children import FAILED, PENDING, RUNNING, SUCCEEDED, ChildState, condition
 from traindeploy.children.pytorchjob import (
-    merge_env,
     pod_scheduling,
+    program,
     resources_with_gpus,
     training_job,
 )
@@ -52,14 +52,7 @@ def runtime_patches(training: Mapping[str, Any]) -> list[dict]:
 
 def job_spec(training: dict, *, env: list[dict], args: list[str], gpu_resource: str) -> dict:
     """The TrainJob `spec`; also the Katib trial template when tuning with this backend."""
-    trainer: dict[str, Any] = {"image": training["image"]}
-    if training.get("command"):
-        trainer["command"] = [str(part) for part in training["command"]]
-    if args:
-        trainer["args"] = list(args)
-    merged_env = merge_env(training.get("env"), env)
-    if merged_env:
-        trainer["env"] = merged_env
+    trainer: dict[str, Any] = program(training, env=env, args=args)
     trainer["numNodes"] = 1 + int(training.get("workers") or 0)
     resources = resources_with_gpus(training.get("resources"), training.get("gpus") or 0, gpu_resource)
     if resources:
