@@ -150,11 +150,26 @@ def _complete(directory: Path, names: tuple[str, ...]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m harness.tools`: builds or finds everything and prints where it is."""
+    """`python -m harness.tools [--test-tiers]`: builds or finds everything and prints where it is.
+
+    --test-tiers also installs what only some test tiers use (Lua for the Argo CD health checks,
+    the PyTorch and KFP SDK virtualenvs), so that nothing is downloaded while tests run.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness.tools")
+    parser.add_argument("--test-tiers", action="store_true")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.monotonic()
     print(f"control plane: {controlplane_bin_dir()}")
     print(f"helm/kubectl:  {kube_tools_dir()}")
+    if args.test_tiers:
+        from harness import lua, trainer_env
+
+        print(f"lua:           {lua.lua_interpreter()}")
+        print(f"trainer venv:  {trainer_env.trainer_python()}")
+        print(f"kfp SDK venv:  {trainer_env.pipelines_python()}")
     print(f"ready in {time.monotonic() - started:.1f}s")
     return 0
 
