@@ -33,8 +33,8 @@ PROGRESSING, AWAITING, PROMOTED, ROLLED_BACK = "Progressing", "AwaitingApproval"
 KNATIVE, STANDARD = "Knative", "Standard"
 
 
-def approval_value(annotations: dict[str, str]) -> str | None:
-    value = annotations.get(triggers.ANNOTATION_APPROVE)
+def version_named(value: str | None) -> str | None:
+    """The model version an annotation names: "4" and "v4" both name version 4."""
     return value[1:] if value and value[:1] in "vV" and value[1:].isdigit() else value
 
 
@@ -75,7 +75,7 @@ class Serving:
         if not wanted or wanted == (self.status.get("retrain") or {}).get("lastRollback"):
             return
         self.status.setdefault("retrain", {})["lastRollback"] = wanted
-        version = wanted[1:] if wanted[:1] in "vV" and wanted[1:].isdigit() else wanted
+        version = version_named(wanted)
         current = self.serving.get("modelVersion")
         if current is None or version == current:
             self.rec.events.append(self.rec.event("Normal", "RollbackIgnored",
@@ -89,7 +89,7 @@ class Serving:
         rollout = self.status.get("rollout") or {}
         if rollout.get("state") in (PROGRESSING, AWAITING):
             self._abort_canary(rollout, f"Manual rollback to version {version}.")
-        self._set_stable(version, storage, weight=None)
+        self._set_stable(version, storage)
         rollout.setdefault("failedVersions", [])
         if current not in rollout["failedVersions"]:
             rollout["failedVersions"].append(current)  # not rolled out again until the spec changes
@@ -266,7 +266,7 @@ class Serving:
                 self._wait(rollout, f"Promoting version {version}: waiting for KServe to send it 100%.",
                            self.rec.env.config.poll_interval)
         else:
-            self._set_stable(version, storage, weight=None)
+            self._set_stable(version, storage)
         self._promote_alias(version)
         rollout.update({"state": PROMOTED, "weight": 100, "paused": False, "message": f"Promoted version {version}."})
         self.serving.update({"modelVersion": version, "storageUri": storage, "traffic": lc.serving_traffic(version)})
@@ -285,7 +285,7 @@ class Serving:
                 self._ensure_isvc(self.name, version, self.status.get("model", {}).get("storageUri")
                                   or self.serving["storageUri"], canary_percent=0)
         else:
-            self._set_stable(stable, self.serving["storageUri"], weight=None)
+            self._set_stable(stable, self.serving["storageUri"])
         failed = rollout.setdefault("failedVersions", [])
         if version not in failed:
             failed.append(version)
@@ -301,7 +301,7 @@ class Serving:
     # -- approval ------------------------------------------------------------------------------------
 
     def _approved(self, version: str, rollout: dict) -> bool:
-        given = approval_value(self.rec.meta.get("annotations") or {})
+        given = version_named((self.rec.meta.get("annotations") or {}).get(triggers.ANNOTATION_APPROVE))
         if given == version:
             return True
         if given and rollout.get("ignoredApproval") != given:
@@ -357,7 +357,7 @@ class Serving:
         _, action = self.rec.kube(lambda: self.rec.env.kube.ensure(HTTPROUTE, desired, owned=("spec",)))
         self.rec.created(HTTPROUTE, name, action)
 
-    def _set_stable(self, version: str, storage: str, weight: int | None) -> None:
+    def _set_stable(self, version: str, storage: str) -> None:
         """All traffic to `version` on the stable InferenceService; the canary objects go."""
         if self.mode == KNATIVE:
             self._ensure_isvc(self.name, version, storage, canary_percent=100)
