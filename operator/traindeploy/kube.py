@@ -1,9 +1,22 @@
-"""The operator's few Kubernetes calls, each bounded by a timeout, with errors sorted into
-"try again later" (KubeUnavailable) and "this will not work" (KubeError)."""
+"""The operator's few Kubernetes calls, each bounded by a timeout, with the apiserver's answers
+sorted by type, as `k8s.io/apimachinery/pkg/api/errors` does: by HTTP status and the Status
+object's `reason` and `details`, never by message text.
+
+| error           | answer                                                   | what the operator does           |
+|-----------------|----------------------------------------------------------|----------------------------------|
+| NotFound        | 404 naming an object                                     | reads as "missing"               |
+| KindNotServed   | 404 naming no object (no such resource: CRD missing)     | holds the cycle, backs off       |
+| Forbidden       | 403                                                      | holds the cycle, backs off       |
+| AlreadyExists   | 409 reason AlreadyExists                                 | reads what exists                |
+| Conflict        | 409 (stale resourceVersion)                              | re-reads and recomputes at once  |
+| Invalid         | 422, with the fields in `details.causes`                 | fails the cycle, naming the field|
+| Refused         | any other 4xx (400, 413 too large, ...)                  | fails the cycle, keeping message |
+| KubeUnavailable | 429, 5xx, connection errors                              | holds the cycle, backs off       |
+"""
 
 from __future__ import annotations
 
-import base64
+import json
 import logging
 from dataclasses import dataclass
 
@@ -12,16 +25,77 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from traindeploy.diff import drift
+from traindeploy.secrets import decode_data
 
 log = logging.getLogger(__name__)
 
 
-class KubeUnavailable(Exception):
-    """The apiserver could not be reached or answered 5xx/429: back off and retry."""
-
-
 class KubeError(Exception):
-    """A request the apiserver refused (for example, a child kind whose CRD is not installed)."""
+    """A request the apiserver did not carry out. `message` keeps the apiserver's own words."""
+
+    def __init__(self, what: str, message: str, status: int | None = None, reason: str = "",
+                 fields: tuple[str, ...] = ()) -> None:
+        super().__init__(f"{what}: {message}")
+        self.what, self.message, self.status, self.reason, self.fields = what, message, status, reason, fields
+
+
+class NotFound(KubeError):
+    pass
+
+
+class KindNotServed(KubeError):
+    """The cluster serves no such resource: the CRD of a child kind is not installed."""
+
+
+class Forbidden(KubeError):
+    pass
+
+
+class AlreadyExists(KubeError):
+    pass
+
+
+class Conflict(KubeError):
+    """The object changed since it was read (resourceVersion precondition failed)."""
+
+
+class Invalid(KubeError):
+    """The object failed validation; `fields` are the paths the apiserver named."""
+
+
+class Refused(KubeError):
+    """Any other refusal: retrying the same request cannot succeed."""
+
+
+class KubeUnavailable(KubeError):
+    """The apiserver could not be reached, or answered 5xx/429: back off and retry."""
+
+
+def classify(what: str, error: ApiException) -> KubeError:
+    """The typed error for an apiserver answer."""
+    code = error.status or 0
+    try:
+        body = json.loads(error.body) if error.body else {}
+    except (TypeError, ValueError):
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    reason = body.get("reason") or ""
+    details = body.get("details") or {}
+    message = body.get("message") or f"HTTP {code} {error.reason or ''}".strip()
+    args = (what, message, code, reason)
+    if code == 429 or code >= 500:
+        return KubeUnavailable(*args)
+    if code == 404:
+        return NotFound(*args) if details.get("name") else KindNotServed(*args)
+    if code == 403:
+        return Forbidden(*args)
+    if code == 409:
+        return AlreadyExists(*args) if reason == "AlreadyExists" else Conflict(*args)
+    if code == 422:
+        fields = tuple(c["field"] for c in details.get("causes") or [] if c.get("field"))
+        return Invalid(*args, fields=fields)
+    return Refused(*args)
 
 
 @dataclass(frozen=True)
@@ -46,20 +120,23 @@ class Kube:
         try:
             return fn(*args, _request_timeout=self.timeout, **kwargs)
         except ApiException as error:
-            if error.status in (429,) or (error.status or 0) >= 500:
-                raise KubeUnavailable(f"{what}: HTTP {error.status} {error.reason}") from None
-            raise
+            raise classify(what, error) from None
         except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise KubeUnavailable(f"{what}: {type(error).__name__}: {error}") from None
+            raise KubeUnavailable(what, f"{type(error).__name__}: {error}") from None
 
     def get(self, kind: Kind, namespace: str, name: str) -> dict | None:
         try:
             return self._call(f"get {kind.kind} {namespace}/{name}", self.custom.get_namespaced_custom_object,
                               kind.group, kind.version, namespace, kind.plural, name)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise KubeError(f"get {kind.kind} {namespace}/{name}: {_message(error)}") from None
+        except NotFound:
+            return None
+
+    def list(self, kind: Kind, namespace: str, label_selector: str) -> list[dict]:
+        """The objects of a kind with the labels (served from the apiserver's watch cache)."""
+        found = self._call(f"list {kind.kind} in {namespace}", self.custom.list_namespaced_custom_object,
+                           kind.group, kind.version, namespace, kind.plural, label_selector=label_selector,
+                           resource_version="0")
+        return found.get("items") or []
 
     def ensure(self, kind: Kind, desired: dict, owned: tuple[str, ...] = ("spec",)) -> tuple[dict, str]:
         """Creates `desired` when missing; patches the owned top-level fields (and our labels and
@@ -74,15 +151,11 @@ class Kube:
                                      self.custom.create_namespaced_custom_object,
                                      kind.group, kind.version, namespace, kind.plural, desired)
                 return created, "created"
-            except ApiException as error:
-                if error.status == 409:  # created concurrently, or by a run that died before recording it
-                    existing = self.get(kind, namespace, name)
-                    if existing is not None:
-                        return existing, "unchanged"
-                if error.status == 404:
-                    raise KubeError(f"{kind.kind} ({kind.api_version}) is not served by this cluster: "
-                                    f"is its CRD installed?") from None
-                raise KubeError(f"create {kind.kind} {namespace}/{name}: {_message(error)}") from None
+            except AlreadyExists:  # created concurrently, or by a run that died before recording it
+                existing = self.get(kind, namespace, name)
+                if existing is None:
+                    raise
+                return existing, "unchanged"
         patch = {key: desired[key] for key in owned if key in desired
                  and drift(desired[key], existing.get(key))}
         for field in ("labels", "annotations"):
@@ -90,59 +163,46 @@ class Kube:
                 patch.setdefault("metadata", {})[field] = meta[field]
         if not patch:
             return existing, "unchanged"
-        try:
-            patched = self._call(f"patch {kind.kind} {namespace}/{name}",
-                                 self.custom.patch_namespaced_custom_object,
-                                 kind.group, kind.version, namespace, kind.plural, name, patch)
-        except ApiException as error:
-            raise KubeError(f"patch {kind.kind} {namespace}/{name}: {_message(error)}") from None
+        patched = self._call(f"patch {kind.kind} {namespace}/{name}", self.custom.patch_namespaced_custom_object,
+                             kind.group, kind.version, namespace, kind.plural, name, patch)
         return patched, "patched"
+
+    def patch(self, kind: Kind, namespace: str, name: str, patch: dict | list,
+              content_type: str = "application/merge-patch+json") -> dict:
+        return self._call(f"patch {kind.kind} {namespace}/{name}", self.custom.patch_namespaced_custom_object,
+                          kind.group, kind.version, namespace, kind.plural, name, patch,
+                          _content_type=content_type)
 
     def delete(self, kind: Kind, namespace: str, name: str) -> None:
         try:
             self._call(f"delete {kind.kind} {namespace}/{name}", self.custom.delete_namespaced_custom_object,
                        kind.group, kind.version, namespace, kind.plural, name)
-        except ApiException as error:
-            if error.status != 404:
-                raise KubeError(f"delete {kind.kind} {namespace}/{name}: {_message(error)}") from None
+        except NotFound:
+            pass
 
-    def replace_status(self, kind: Kind, namespace: str, name: str, status: dict) -> dict:
-        """Writes the whole status: the operator owns all of it, and a merge patch would leave
-        keys of a finished cycle behind."""
-        patch = [{"op": "add", "path": "/status", "value": status}]
-        try:
-            return self._call(f"write status of {kind.kind} {namespace}/{name}",
-                              self.custom.patch_namespaced_custom_object_status,
-                              kind.group, kind.version, namespace, kind.plural, name, patch,
-                              _content_type="application/json-patch+json")
-        except ApiException as error:
-            raise KubeError(f"write status of {kind.kind} {namespace}/{name}: {_message(error)}") from None
+    def replace_status(self, kind: Kind, namespace: str, name: str, status: dict, resource_version: str) -> dict:
+        """Writes the whole status (the operator owns all of it; a merge patch would leave keys of
+        a finished cycle behind). The write succeeds only if the object is still at
+        `resource_version`, the one the status was computed from; otherwise `Conflict`."""
+        body = {"apiVersion": kind.api_version, "kind": kind.kind,
+                "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
+                "status": status}
+        return self._call(f"write status of {kind.kind} {namespace}/{name}",
+                          self.custom.replace_namespaced_custom_object_status,
+                          kind.group, kind.version, namespace, kind.plural, name, body)
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         """The decoded data of a Secret, or None when it does not exist. Values stay in memory."""
         try:
             secret = self._call(f"get Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise KubeError(f"get Secret {namespace}/{name}: {_message(error)}") from None
-        return {key: base64.b64decode(value).decode() for key, value in (secret.data or {}).items()}
+        except NotFound:
+            return None
+        return decode_data(secret.data)
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
             config_map = self._call(f"get ConfigMap {namespace}/{name}", self.core.read_namespaced_config_map,
                                     name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise KubeError(f"get ConfigMap {namespace}/{name}: {_message(error)}") from None
+        except NotFound:
+            return None
         return dict(config_map.data or {})
-
-
-def _message(error: ApiException) -> str:
-    import json
-
-    try:
-        return json.loads(error.body).get("message") or str(error.reason)
-    except (TypeError, ValueError):
-        return f"HTTP {error.status} {error.reason}"

@@ -22,7 +22,6 @@ not depend on the protobuf JSON shapes.
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 import time
 import urllib.parse
@@ -32,10 +31,12 @@ from typing import Any
 
 import requests
 
+from traindeploy.secrets import MLFLOW_SECRET_KEYS as SECRET_KEYS
+from traindeploy.secrets import decode_data
+
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/2.0/mlflow"
-SECRET_KEYS = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 # Server messages can quote SQL and stack traces; status conditions only need the gist.
 _MAX_MESSAGE = 300
@@ -84,6 +85,11 @@ class MlflowApiError(Exception):
         self.status = status
 
 
+class MlflowUnauthorized(MlflowApiError):
+    """HTTP 401/403: the credentials are missing, wrong or lack a permission. Not final: a fixed
+    Secret makes the same request succeed."""
+
+
 @dataclass(frozen=True, repr=False)
 class Credentials:
     """What a TrainDeploy's credentials Secret holds. The repr names what is set, never values.
@@ -106,18 +112,9 @@ class Credentials:
     @classmethod
     def from_secret_data(cls, data: Mapping[str, str] | None) -> "Credentials":
         """Read a Kubernetes Secret's `.data` (base64 values) with the MLFLOW_TRACKING_* keys."""
-        values: dict[str, str | None] = {}
-        for key in SECRET_KEYS:
-            raw = (data or {}).get(key)
-            if raw is None:
-                values[key] = None
-                continue
-            try:
-                values[key] = base64.b64decode(raw, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                raise ValueError(f"Secret key {key} is not base64-encoded UTF-8") from None
-        return cls(token=values["MLFLOW_TRACKING_TOKEN"], username=values["MLFLOW_TRACKING_USERNAME"],
-                   password=values["MLFLOW_TRACKING_PASSWORD"])
+        values = decode_data(data, SECRET_KEYS)
+        return cls(token=values.get("MLFLOW_TRACKING_TOKEN"), username=values.get("MLFLOW_TRACKING_USERNAME"),
+                   password=values.get("MLFLOW_TRACKING_PASSWORD"))
 
     def headers(self) -> dict[str, str]:
         """The Authorization header, built here so its value is always valid ASCII.
@@ -392,6 +389,8 @@ class MlflowRest:
         text = f"{method} {path}: HTTP {status} {error_code}" + (f": {message}" if message else "")
         if status == 429 or status >= 500:
             raise MlflowUnavailable(text, retry_after=_retry_after(response))
+        if status in (401, 403):
+            raise MlflowUnauthorized(text, error_code=error_code, status=status)
         raise MlflowApiError(text, error_code=error_code, status=status)
 
     @staticmethod
@@ -500,6 +499,13 @@ class MlflowRest:
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         return _run(_field(self._get("runs/get", run_id=run_id), "run", "runs/get"))
+
+    def end_run(self, run_id: str, status: str = "KILLED") -> None:
+        """Ends a run that is still RUNNING (its cycle was superseded or its TrainDeploy deleted);
+        a run that already ended keeps its own status."""
+        if self.get_run(run_id).get("status") != "RUNNING":
+            return
+        self._post("runs/update", {"run_id": run_id, "status": status, "end_time": int(time.time() * 1000)})
 
     def logged_model_for_run(self, run: dict[str, Any], name: str | None = None) -> dict[str, Any] | None:
         """The MLflow 3 LoggedModel the run produced, READY ones first, then the newest.
