@@ -12,6 +12,7 @@ export PYTHONPATH := $(CURDIR)/tests
 
 # Everything is installed before pytest starts; the tests themselves talk to 127.0.0.1 only.
 test: tools
+	$(VENV)/bin/lint-imports
 	$(PY) -m harness.tools --test-tiers
 	$(PY) -m pytest $(PYTEST_ARGS)
 

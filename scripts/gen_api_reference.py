@@ -253,9 +253,9 @@ def render_cel(rules: list[tuple[str, dict]]) -> list[str]:
 
 def render_conditions() -> list[str]:
     from traindeploy import conditions as cond
-    from traindeploy import lifecycle as lc
+    from traindeploy import reconciler
 
-    stage_of = {condition: (stage, phase) for stage, (condition, phase) in lc.STAGES.items()}
+    stage_of = {stage.condition: (stage.name, stage.phase) for stage in reconciler.STAGES}
     runs_when = {"pipeline": "`spec.pipeline` is set", "tuning": "`spec.tuning` is set"}
     lines = ["| Condition | Stage | Present when | Phase while in progress |", "|---|---|---|---|"]
     for condition in cond.ORDER:
@@ -263,8 +263,8 @@ def render_conditions() -> list[str]:
             stage, phase = stage_of[condition]
             phases = f"`{phase}`"
             if stage == "deploying":  # a rollout shows where it stands instead
-                phases += ", or " + " and ".join(f"`{p}`" for p in sorted(lc.IN_PROGRESS_REASONS - set(
-                    phase for _, phase in lc.STAGES.values()))) + " during a rollout"
+                phases += ", or " + " and ".join(f"`{p}`" for p in sorted(reconciler.IN_PROGRESS_REASONS - set(
+                    stage.phase for stage in reconciler.STAGES))) + " during a rollout"
             lines.append(f"| `{condition}` | {stage} | {runs_when.get(stage, 'always')} | {phases} |")
         else:
             lines.append(f"| `{condition}` | all | always | sums up the stages |")

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 
 import kopf
 
-from traindeploy import GROUP, PLURAL, VERSION, naming
+from traindeploy import GROUP, PLURAL, VERSION, cycle, naming
 from traindeploy.config import OperatorConfig
-from traindeploy.kube import Kube, KubeError, KubeUnavailable
+from traindeploy.context import Pass
+from traindeploy.kube import Conflict, Kube, KubeError
 from traindeploy.reconciler import CHILD_KINDS, TRAINDEPLOY, Environment, Outcome, reconcile
+from traindeploy.results import Problem
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +34,9 @@ class _Loop:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     failures: int = 0
     seen: tuple = ()
-    # Our last status write: until the watch delivers it, the daemon's body is older than what
-    # we wrote, and acting on it would undo steps.
-    written: dict | None = None
+    # The resourceVersion of our last status write. Until the watch delivers that version, the
+    # daemon's body is older than what we wrote, and acting on it would undo steps.
+    written: str | None = None
 
 
 _loops: dict[str, _Loop] = {}
@@ -86,42 +88,59 @@ async def reconcile_loop(body: kopf.Body, uid: str, stopped: kopf.DaemonStopped,
         while not stopped:
             loop.wake.clear()
             loop.seen = _interesting(body)
-            outcome = await asyncio.to_thread(_reconcile_and_write, _freshest(body, loop), env, logger, loop)
+            outcome = await asyncio.to_thread(_reconcile_and_write, body, env, logger, loop)
             delay = _next_delay(outcome, loop, env.config)
             await _sleep(loop.wake, stopped, delay)
     finally:
         _loops.pop(uid, None)
 
 
-def _freshest(body: kopf.Body, loop: _Loop) -> dict:
-    """The body, unless the watch has not yet delivered our last status write.
-
-    The operator is the only writer of status, so a body whose status differs from what we last
-    wrote predates that write (later changes by others carry our status along).
-    """
+def _freshest(body: kopf.Body, loop: _Loop, env: Environment) -> dict:
+    """The body, unless it is not the version our last status write made: then the object is read
+    again (the watch lags behind our write, or someone else wrote after it)."""
     td = dict(body)
-    if loop.written is not None and td.get("status") != loop.written.get("status"):
-        return loop.written
+    if loop.written is None or td["metadata"].get("resourceVersion") == loop.written:
+        loop.written = None
+        return td
+    meta = td["metadata"]
+    live = env.kube.get(TRAINDEPLOY, meta["namespace"], meta["name"])
     loop.written = None
-    return td
+    return live if live is not None else td
 
 
-def _reconcile_and_write(td: dict, env: Environment, logger: kopf.Logger, loop: _Loop) -> Outcome | None:
-    """Runs in a worker thread. Writes the status only if it changed."""
+# A status write that meets a newer object is recomputed from it at once, this many times.
+CONFLICT_RETRIES = 3
+
+
+def _reconcile_and_write(body: kopf.Body, env: Environment, logger: kopf.Logger, loop: _Loop) -> Outcome | None:
+    """Runs in a worker thread. Writes the status only if it changed, with the resourceVersion it
+    was computed from; a conflict re-reads the object and recomputes."""
     try:
-        outcome = reconcile(td, env)
+        td = _freshest(body, loop, env)
+        for _ in range(CONFLICT_RETRIES):
+            outcome = reconcile(td, env)
+            meta = td["metadata"]
+            if outcome.status == (td.get("status") or {}):
+                break
+            try:
+                written = env.kube.replace_status(TRAINDEPLOY, meta["namespace"], meta["name"], outcome.status,
+                                                  resource_version=meta.get("resourceVersion"))
+                loop.written = written["metadata"]["resourceVersion"]
+                break
+            except Conflict:
+                td = env.kube.get(TRAINDEPLOY, meta["namespace"], meta["name"])
+                if td is None:
+                    return None
+        else:
+            logger.warning("Status kept changing under the operator; trying again later.")
+            outcome.blocked = True
+            return outcome
+    except KubeError as error:
+        logger.warning("Could not read or write the TrainDeploy: %s", error)
+        return None
     except Exception:  # noqa: BLE001 - a bug must not kill the loop; it is logged and retried
         logger.exception("Reconciliation failed unexpectedly; retrying with backoff.")
         return None
-    meta = td["metadata"]
-    if outcome.status != (td.get("status") or {}):
-        try:
-            written = env.kube.replace_status(TRAINDEPLOY, meta["namespace"], meta["name"], outcome.status)
-            loop.written = written
-        except (KubeUnavailable, KubeError) as error:
-            logger.warning("Could not write status: %s", error)
-            outcome.blocked = True
-            return outcome
     for event in outcome.events:
         kopf.event(td, type=event.type, reason=event.reason, message=event.message)
     return outcome
@@ -159,17 +178,31 @@ def _wake(uid: str | None) -> None:
         _loops[uid].wake.set()
 
 
+# The event handlers are async: kopf runs them on the event loop, where asyncio.Event.set() belongs.
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def traindeploy_changed(body: kopf.Body, uid: str, **_) -> None:
+async def traindeploy_changed(body: kopf.Body, uid: str, **_) -> None:
     loop = _loops.get(uid)
     if loop is not None and _interesting(body) != loop.seen:
         loop.wake.set()
 
 
-def _child_changed(body: kopf.Body, **_) -> None:
+async def _child_changed(body: kopf.Body, **_) -> None:
     _wake(naming.owner_uid(dict(body)))
 
 
 for _kind in CHILD_KINDS:
     kopf.on.event(_kind.group, _kind.version, _kind.plural, id=f"wake-owner-of-{_kind.plural}",
                   labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})(_child_changed)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+async def stop_outside_work(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_) -> None:
+    """Children go with their owner; the KFP run and the MLflow run are outside the cluster and
+    are stopped here, best effort (a deletion never waits on an outage)."""
+    def stop() -> None:
+        try:
+            cycle.stop_outside_work(Pass(dict(body), memo.env))
+        except Problem as problem:
+            logger.warning("Could not stop the cycle's outside work: %s", problem.result.message)
+
+    await asyncio.to_thread(stop)

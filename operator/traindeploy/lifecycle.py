@@ -1,33 +1,16 @@
 """Pure decisions of the lifecycle: which cycle, which phase, does the gate pass, what the
-trainer is given. No API calls here; `reconciler` orchestrates around these."""
+trainer is given. No API calls here; the stages orchestrate around these."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 
-from traindeploy import conditions as cond
+from traindeploy.secrets import MLFLOW_SECRET_KEYS
 
 # Changing any of these starts a new training cycle; serving changes apply to the running service.
 TRAINING_SPEC_KEYS = ("model", "mlflow", "pipeline", "tuning", "training", "gate")
 
-# Stage name -> (condition type, phase shown while the stage is in progress). On success a stage
-# condition's reason is its own type (TrainingSucceeded, GatePassed, ...); while in progress, the phase.
-STAGES = {
-    "pipeline": (cond.PIPELINE, "PipelineRunning"),
-    "tuning": (cond.TUNING, "Tuning"),
-    "training": (cond.TRAINING, "Training"),
-    "gate": (cond.GATE, "Evaluating"),
-    "registering": (cond.REGISTERED, "Registering"),
-    "deploying": (cond.SERVING, "Deploying"),
-}
-DEADLINE_REASONS = {
-    "pipeline": "PipelineDeadlineExceeded",
-    "tuning": "TuningDeadlineExceeded",
-    "training": "TrainingDeadlineExceeded",
-    "deploying": "ServingDeadlineExceeded",
-}
-IN_PROGRESS_REASONS = frozenset([phase for _, phase in STAGES.values()] + ["Canary", "AwaitingApproval"])
 CYCLE_STATUS_KEYS = ("pipeline", "tuning", "training", "model", "phase", "failedStage")
 
 PHASE_PENDING, PHASE_READY, PHASE_FAILED = "Pending", "Ready", "Failed"
@@ -36,17 +19,6 @@ PHASE_PENDING, PHASE_READY, PHASE_FAILED = "Pending", "Ready", "Failed"
 def training_spec_hash(spec: dict) -> str:
     relevant = {key: spec.get(key) for key in TRAINING_SPEC_KEYS}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
-
-
-def stages_for(spec: dict) -> list[str]:
-    """The stages this TrainDeploy runs, in order."""
-    order = []
-    if spec.get("pipeline"):
-        order.append("pipeline")
-    if spec.get("tuning"):
-        order.append("tuning")
-    order += ["training", "gate", "registering", "deploying"]
-    return order
 
 
 def gate_passes(value: float, gate: dict) -> bool:
@@ -78,17 +50,9 @@ def mlflow_env(tracking_uri: str, experiment_name: str, run_id: str | None,
     if run_id:
         env.append({"name": "MLFLOW_RUN_ID", "value": run_id})
     for key in sorted(secret_keys):
-        if key in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        if key in MLFLOW_SECRET_KEYS:
             env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}})
     return env
-
-
-def phase_of(stage: str | None, failed: bool) -> str:
-    if failed:
-        return PHASE_FAILED
-    if stage is None:
-        return PHASE_READY
-    return STAGES[stage][1]
 
 
 def serving_traffic(version: str | None) -> str:

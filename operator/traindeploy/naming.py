@@ -12,17 +12,23 @@ import hashlib
 import re
 
 from traindeploy import GROUP, KIND, VERSION
+from traindeploy.children.katib import MAX_NAME_LENGTH as EXPERIMENT_NAME_MAX
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "traindeploy"
 LABEL_NAME = "traindeploy.io/name"
 LABEL_CYCLE = "traindeploy.io/cycle"
 LABEL_STAGE = "traindeploy.io/stage"
+# On training jobs and Experiments: the training spec their cycle trains, so a lost status can
+# tell whether that cycle is still the one the spec asks for.
+ANNOTATION_SPEC_HASH = "traindeploy.io/spec-hash"
+# ... and the retrain token already acted on when their cycle started.
+ANNOTATION_RETRAIN_TOKEN = "traindeploy.io/retrain-token"
+# On InferenceServices: the model version the object was last written for.
+ANNOTATION_MODEL_VERSION = "traindeploy.io/model-version"
 
 # Pods and Services of a PyTorchJob are "<job>-worker-<index>", and Services are DNS labels (63).
 JOB_NAME_MAX = 48
-# Katib's webhook limits Experiment names to 40 characters.
-EXPERIMENT_NAME_MAX = 40
 # KServe derives "<isvc>-predictor-<namespace>" host names from the InferenceService name.
 INFERENCESERVICE_NAME_MAX = 45
 
@@ -111,3 +117,11 @@ def owner_uid(obj: dict) -> str | None:
         if ref.get("kind") == KIND and ref.get("apiVersion", "").startswith(f"{GROUP}/") and ref.get("controller"):
             return ref.get("uid")
     return None
+
+
+def cycle_annotations(cycle: dict) -> dict[str, str]:
+    """What a training job or Experiment records of its cycle, for a status rebuilt from the world."""
+    annotations = {ANNOTATION_SPEC_HASH: cycle["specHash"]}
+    if cycle.get("retrainToken"):
+        annotations[ANNOTATION_RETRAIN_TOKEN] = cycle["retrainToken"]
+    return annotations

@@ -19,6 +19,7 @@ from harness.lua import lua_interpreter, lua_version
 from harness.paths import REPO_ROOT
 from traindeploy import conditions as cond
 from traindeploy import lifecycle as lc
+from traindeploy.reconciler import BY_NAME, STAGES
 
 TRAINDEPLOY = script("traindeploy.io", "TrainDeploy")
 EXPERIMENT = script("kubeflow.org", "Experiment")
@@ -57,19 +58,19 @@ def conditions(*entries: tuple[str, str, str, str], generation: int = 1) -> list
 
 
 def stage_done(stage: str, message: str) -> tuple[str, str, str, str]:
-    condition_type = lc.STAGES[stage][0]
+    condition_type = BY_NAME[stage].condition
     return condition_type, cond.TRUE, condition_type, message
 
 
 def stage_running(stage: str, message: str) -> list[tuple[str, str, str, str]]:
     """A stage in progress: the stage Unknown and Ready False, both with the phase as reason."""
-    condition_type, phase = lc.STAGES[stage]
+    condition_type, phase = BY_NAME[stage].condition, BY_NAME[stage].phase
     return [(condition_type, cond.UNKNOWN, phase, message), (cond.READY, cond.FALSE, phase, message)]
 
 
 def failed(stage: str | None, reason: str, message: str, *done) -> dict:
     status = {"observedGeneration": 1, "phase": lc.PHASE_FAILED,
-              "conditions": conditions(*done, *([(lc.STAGES[stage][0], cond.FALSE, reason, message)] if stage else []),
+              "conditions": conditions(*done, *([(BY_NAME[stage].condition, cond.FALSE, reason, message)] if stage else []),
                                        (cond.READY, cond.FALSE, reason, message))}
     if stage:
         status["failedStage"] = stage
@@ -77,7 +78,7 @@ def failed(stage: str | None, reason: str, message: str, *done) -> dict:
 
 
 def blocked(phase: str, stage: str | None, reason: str, message: str) -> dict:
-    entries = [(lc.STAGES[stage][0], cond.UNKNOWN, reason, message)] if stage else []
+    entries = [(BY_NAME[stage].condition, cond.UNKNOWN, reason, message)] if stage else []
     return {"observedGeneration": 1, "phase": phase,
             "conditions": conditions(*entries, (cond.READY, cond.FALSE, reason, message))}
 
@@ -247,11 +248,12 @@ def _reasons(pattern: str) -> set[str]:
 
 
 def test_every_failure_reason_of_the_operator_is_degraded_and_every_outage_progressing(tmp_path):
-    """The script's reason lists follow the reconciler: `_Fail` reasons (and the deadline reasons)
-    end a cycle; `_Blocked` reasons are outages the operator retries. A Ready=False with any of
+    """The script's reason lists follow the stages: `Fail` reasons (and the deadline reasons)
+    end a cycle; `Blocked` reasons are outages the operator retries. A Ready=False with any of
     them, in a phase that is not yet Failed, must read accordingly."""
-    failures = _reasons(r'(?:_Fail|\.fail)\(\s*"([A-Za-z]+)"') | set(lc.DEADLINE_REASONS.values()) | {"InvalidSpec"}
-    outages = _reasons(r'_Blocked\(\s*"([A-Za-z]+)"')
+    failures = _reasons(r'\bFail\(\s*"([A-Za-z]+)"') | {s.deadline_reason for s in STAGES if s.deadline_reason} \
+        | {"InvalidSpec"}
+    outages = _reasons(r'\bBlocked\(\s*"([A-Za-z]+)"')
     assert {"TrainingFailed", "GateFailed", "InvalidSpec"} <= failures and "MLflowUnavailable" in outages
     wrong = {}
     for reason in sorted(failures | outages):

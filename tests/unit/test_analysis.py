@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from e2e.http_stubs import ModelServer, Prometheus
-from traindeploy import analysis
+from traindeploy.serving import analysis
 
 QUERY = {"name": "error-rate", "query": 'rate(errors{ns="${namespace}"}[1m])', "max": 0.05}
 

@@ -34,6 +34,10 @@ UNAVAILABLE = "unavailable"
 _METRIC_NAME = re.compile(r"^[A-Za-z0-9_|-]+$")
 
 
+def readable_metric_name(name: str) -> bool:
+    return bool(_METRIC_NAME.match(name))
+
+
 _SUCCEEDED_TRUE = 'status.conditions.#(type=="{}")#|#(status=="True")#'
 _FAILED_TRUE = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
 
@@ -109,7 +113,7 @@ def objective(tuning: Mapping[str, Any]) -> dict:
     metric = given["metricName"]
     additional = list(given.get("additionalMetricNames") or [])
     for name in [metric, *additional]:
-        if not _METRIC_NAME.match(name):
+        if not readable_metric_name(name):
             raise ValueError(f"metric {name!r} cannot be read from stdout by Katib: print it as "
                              "name=value with a name of letters, digits, '_', '-' or '|'")
     if metric in additional:

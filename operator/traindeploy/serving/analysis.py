@@ -7,6 +7,10 @@ import string
 
 import requests
 
+from traindeploy.results import Problem, invalid
+from traindeploy.serving.state import Serving
+from traindeploy.serving.traffic import canary_predictor
+
 
 def probe(base_url: str, spec: dict, session: requests.Session) -> tuple[bool, str]:
     url = base_url.rstrip("/") + spec["path"]
@@ -47,3 +51,30 @@ def prometheus(base_url: str, queries: list[dict], variables: dict[str, str], se
             return False, f"{check['name']}={value:g} is below the minimum {float(check['min']):g}"
         results.append(f"{check['name']}={value:g}")
     return True, "Prometheus checks passed: " + ", ".join(results)
+
+
+def analyse(s: Serving, url: str | None, version: str) -> tuple[bool, str]:
+    """The canary's checks between steps, as spec.serving.canary.analysis sets them."""
+    checks = (s.spec.get("canary") or {}).get("analysis") or {}
+    p = s.p
+    verdicts = ["canary ready"]
+    if checks.get("probe"):
+        if not url:
+            return False, "the canary has no address to probe"
+        passed, message = probe(url, checks["probe"], p.env.http)
+        if not passed:
+            return False, message
+        verdicts.append(message)
+    if checks.get("prometheus"):
+        base = checks["prometheus"].get("url") or p.env.config.prometheus_url
+        if not base:
+            raise Problem(invalid("spec.serving.canary.analysis.prometheus.url",
+                                  "not set, and the operator has no default Prometheus URL."))
+        variables = {"namespace": p.namespace, "name": p.name, "inferenceService": s.name,
+                     "canary": canary_predictor(s), "version": version}
+        passed, message = prometheus(base, checks["prometheus"]["queries"], variables, p.env.http,
+                                     p.env.config.http_timeout)
+        if not passed:
+            return False, message
+        verdicts.append(message)
+    return True, "; ".join(verdicts)

@@ -1,0 +1,118 @@
+"""The serving objects and the traffic between versions, in KServe's two deployment modes.
+
+- Knative mode: one InferenceService; KServe splits traffic by `canaryTrafficPercent` between the
+  latest revision and the last rolled-out one and reports it in
+  `status.components.predictor.traffic`. Promotion sets 100, rollback sets 0 (UPSTREAM.md 4.5).
+- Standard mode: KServe does not weight traffic, so the canary version runs as a second
+  InferenceService and a TrainDeploy-owned HTTPRoute weights the two predictor Services.
+"""
+
+from __future__ import annotations
+
+from traindeploy import naming
+from traindeploy.children import SUCCEEDED, ChildState, httproute, inferenceservice
+from traindeploy.kube import Kind
+from traindeploy.results import Problem, invalid
+from traindeploy.serving.state import KNATIVE, Serving
+
+INFERENCESERVICE = Kind(inferenceservice.GROUP, inferenceservice.VERSION, inferenceservice.PLURAL,
+                        inferenceservice.KIND)
+HTTPROUTE = Kind(httproute.GROUP, httproute.VERSION, httproute.PLURAL, httproute.KIND)
+
+
+def ensure_isvc(s: Serving, name: str, version: str, storage: str, canary_percent: int | None = None) -> dict:
+    p = s.p
+    meta = naming.child_metadata(p.td, name, stage="serving", annotations={naming.ANNOTATION_MODEL_VERSION: str(version)})
+    desired = inferenceservice.build(meta, s.spec, storage_uri=storage, gpu_resource=p.env.config.gpu_resource,
+                                     deployment_mode=s.mode if s.mode_explicit else None)
+    if canary_percent is not None:
+        desired["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
+    isvc, action = p.kube(lambda: p.env.kube.ensure(INFERENCESERVICE, desired, owned=("spec",)))
+    p.created(INFERENCESERVICE, name, action)
+    return isvc
+
+
+def ensure_route(s: Serving, canary_name: str | None, weight: int) -> None:
+    p = s.p
+    gateway = s.spec.get("gateway") or p.env.config.gateway()
+    if not gateway:
+        raise Problem(invalid("spec.serving.gateway", "Standard mode canaries need a Gateway: set "
+                                                      "spec.serving.gateway or the operator's TRAINDEPLOY_GATEWAY."))
+    gateway = {**gateway, "namespace": gateway.get("namespace") or p.namespace}
+    name = naming.http_route_name(p.name)
+    meta = naming.child_metadata(p.td, name, stage="serving")
+    desired = httproute.build(meta, gateway=gateway, hostnames=s.spec.get("hostnames") or [],
+                              stable_service=httproute.predictor_service(s.name),
+                              canary_service=httproute.predictor_service(canary_name) if canary_name else None,
+                              canary_weight=weight)
+    _, action = p.kube(lambda: p.env.kube.ensure(HTTPROUTE, desired, owned=("spec",)))
+    p.created(HTTPROUTE, name, action)
+
+
+def set_stable(s: Serving, version: str, storage: str) -> None:
+    """All traffic to `version` on the stable InferenceService; the canary objects go."""
+    if s.mode == KNATIVE:
+        ensure_isvc(s, s.name, version, storage, canary_percent=100)
+        return
+    ensure_isvc(s, s.name, version, storage)
+    if s.spec.get("canary") is not None or any(c.get("kind") == HTTPROUTE.kind for c in s.p.status.get("children", [])):
+        ensure_route(s, None, 0)
+    s.p.kube(lambda: s.p.env.kube.delete(INFERENCESERVICE, s.p.namespace, s.canary_name))
+    s.p.forget_child(INFERENCESERVICE, s.canary_name)
+
+
+def apply_weight(s: Serving, version: str, storage: str, stable: str, weight: int) -> tuple[bool, str | None, str]:
+    """Puts `weight` percent on the canary; returns (canary ready, canary URL, why not ready)."""
+    if s.mode == KNATIVE:
+        ready, url, message = knative_canary_state(ensure_isvc(s, s.name, version, storage, canary_percent=weight),
+                                                   weight)
+    else:
+        ensure_isvc(s, s.name, stable, s.serving["storageUri"])
+        isvc = ensure_isvc(s, s.canary_name, version, storage)
+        ensure_route(s, s.canary_name, weight)
+        state = inferenceservice.read(isvc)
+        ready, url, message = state.phase == SUCCEEDED, address(isvc), state.message or state.reason or state.phase
+    s.serving["traffic"] = f"v{stable} {100 - weight}%, v{version} {weight}%"
+    return ready, url, message
+
+
+def knative_fully_promoted(isvc: dict) -> bool:
+    found = traffic(isvc)
+    return len(found) == 1 and bool(found[0].get("latestRevision")) and found[0].get("percent") == 100
+
+
+def canary_predictor(s: Serving) -> str:
+    """The predictor Service that Prometheus queries name as `$canary`."""
+    if s.mode == KNATIVE:
+        return f"{s.name}-predictor"
+    return httproute.predictor_service(s.canary_name)
+
+
+def observe(s: Serving, state: ChildState) -> None:
+    s.serving.update({"inferenceServiceName": s.name, "ready": state.phase == SUCCEEDED})
+    if state.outputs.get("url"):
+        s.serving["url"] = state.outputs["url"]
+
+
+def traffic(isvc: dict) -> list[dict]:
+    return (((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}).get("traffic") or []
+
+
+def address(isvc: dict) -> str | None:
+    status = isvc.get("status") or {}
+    return ((status.get("components") or {}).get("predictor") or {}).get("url") or status.get("url") \
+        or (status.get("address") or {}).get("url")
+
+
+def knative_canary_state(isvc: dict, weight: int) -> tuple[bool, str | None, str]:
+    """Ready when the latest revision is ready and KServe reports the weight on it."""
+    state = inferenceservice.read(isvc)
+    predictor = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
+    latest = next((t for t in traffic(isvc) if t.get("latestRevision")), None)
+    if state.phase != SUCCEEDED:
+        return False, None, state.message or state.reason or state.phase
+    if predictor.get("latestReadyRevision") != predictor.get("latestCreatedRevision"):
+        return False, None, f"revision {predictor.get('latestCreatedRevision')} is not ready"
+    if latest is None or latest.get("percent") != weight:
+        return False, None, f"KServe does not report {weight}% on the latest revision yet"
+    return True, latest.get("url") or predictor.get("url") or address(isvc), "ready"

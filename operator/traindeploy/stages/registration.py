@@ -1,0 +1,74 @@
+"""The registration stage: a new version of the registered model from the run's logged model,
+the `challenger` alias on it, and the storage URI KServe reads it from."""
+
+from __future__ import annotations
+
+from traindeploy import conditions as cond
+from traindeploy.context import Pass
+from traindeploy.mlflow_rest import mlflow_artifacts_to_storage
+from traindeploy.results import Done, Fail, Result, Wait
+from traindeploy.stages.base import Stage
+
+ALIAS_CHALLENGER = "challenger"
+ALIAS_CHAMPION = "champion"  # moved by the serving stage on promotion
+POLL = 5.0  # a version is READY within seconds of creation
+
+
+def run(p: Pass) -> Result:
+    model_name = p.spec["model"]["name"]
+    run_id = p.status["training"]["mlflowRunId"]
+    model = p.status.setdefault("model", {"name": model_name})
+    version = p.mlflow(lambda client: _find_or_create_version(p, client, model_name, run_id))
+    if version is None:
+        return Fail("NoLoggedModel", f"MLflow run {run_id} logged no model to register.")
+    model.update({"version": version["version"], "source": version.get("source")})
+    if version.get("status") == "FAILED_REGISTRATION":
+        return Fail("RegistrationFailed", f"MLflow could not register {model_name} version {version['version']}.")
+    if version.get("status") != "READY":
+        return Wait(f"{model_name} version {version['version']} is {version.get('status')}.", POLL)
+    p.mlflow(lambda client: move_alias(client, model_name, ALIAS_CHALLENGER, version["version"]))
+    storage = storage_uri(p, model_name, version["version"])
+    if isinstance(storage, Fail):
+        return storage
+    model["storageUri"] = storage
+    return Done(f"Registered {model_name} version {version['version']}.")
+
+
+def storage_uri(p: Pass, model_name: str, version: str) -> str | Fail:
+    """Where KServe reads a version from: MLflow's download URI, mapped onto the store a proxying
+    server writes to."""
+    storage = p.mlflow(lambda client: client.download_uri(model_name, version))
+    destination = p.env.config.mlflow_artifacts_destination
+    if destination:
+        storage = mlflow_artifacts_to_storage(storage, destination)
+    if storage.startswith("mlflow-artifacts:"):
+        return Fail("StorageNotResolvable",
+                    f"MLflow stores version {version} at {storage}, which KServe cannot read: set the "
+                    "operator's TRAINDEPLOY_MLFLOW_ARTIFACTS_DESTINATION to the server's --artifacts-destination.")
+    return storage
+
+
+def _find_or_create_version(p: Pass, client, model_name: str, run_id: str) -> dict | None:
+    client.ensure_registered_model(model_name)
+    version = client.find_model_version(model_name, p.identity_tags())
+    if version is not None:
+        return version
+    logged = client.logged_model_for_run(client.get_run(run_id))
+    if logged is None:
+        return None
+    version = client.create_model_version(
+        model_name, f"models:/{logged['model_id']}", run_id, model_id=logged["model_id"], tags=p.lineage_tags(),
+        description=f"Trained by TrainDeploy {p.namespace}/{p.name}, cycle {p.cycle}.")
+    p.event("Normal", "ModelVersionCreated", f"Created {model_name} version {version['version']} from run {run_id}.")
+    return version
+
+
+def move_alias(client, model_name: str, alias: str, version: str) -> bool:
+    """Points `alias` at `version`; True when it moved."""
+    if client.alias_version(model_name, alias) == version:
+        return False
+    client.set_alias(model_name, alias, version)
+    return True
+
+
+STAGE = Stage("registering", cond.REGISTERED, "Registering", run)
