@@ -1,0 +1,309 @@
+"""Spec values that pass the CRD but cannot work, found before any work starts.
+
+The CRD rejects what OpenAPI and CEL can express (patterns, ranges, cross-field rules). What is
+left needs code: a cron parser, Katib's rules for metric names and search spaces, the settings
+its suggestion services accept (which the user would otherwise only see as "Suggestion has
+failed"), quantities compared with each other, operator defaults that are missing. Each problem
+names the field; the driver reports them as `InvalidSpec` in one pass, and nothing is retried
+until the spec changes. Pure: spec and configuration in, problems out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+import string
+import urllib.parse
+from dataclasses import dataclass
+
+from croniter import CroniterBadDateError, croniter
+from kubernetes.utils.quantity import parse_quantity
+
+from traindeploy.children import katib
+from traindeploy.config import OperatorConfig
+from traindeploy.secrets import MLFLOW_SECRET_KEYS
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+# Environment variables the operator sets on the trainer; a user value would be overwritten or
+# would shadow them.
+OPERATOR_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", *MLFLOW_SECRET_KEYS)
+PROMETHEUS_VARIABLES = ("namespace", "name", "inferenceService", "canary", "version")
+
+# The settings each suggestion service accepts, with a check of the value (Katib v0.19.0:
+# pkg/suggestion/v1beta1/{optuna,skopt,hyperband}/service.py).
+_INT, _POSITIVE = "an integer", "a positive number"
+
+
+def _is_int(value: str) -> bool:
+    return re.fullmatch(r"[+-]?\d+", value.strip()) is not None
+
+
+def _is_positive(value: str) -> bool:
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return math.isfinite(number) and number > 0
+
+
+ALGORITHM_SETTINGS: dict[str, dict[str, tuple[str, object]]] = {
+    "random": {"random_state": (_INT, _is_int)},
+    "grid": {"random_state": (_INT, _is_int)},
+    "tpe": {"n_startup_trials": (_INT, _is_int), "n_ei_candidates": (_INT, _is_int),
+            "random_state": (_INT, _is_int)},
+    "cmaes": {"restart_strategy": ("one of none, ipop, bipop", lambda v: v in ("none", "ipop", "bipop")),
+              "sigma": (_POSITIVE, _is_positive), "random_state": (_INT, _is_int)},
+    "bayesianoptimization": {
+        "base_estimator": ("one of GP, RF, ET, GBRT", lambda v: v in ("GP", "RF", "ET", "GBRT")),
+        "n_initial_points": (_INT, _is_int),
+        "acq_func": ("one of gp_hedge, LCB, EI, PI", lambda v: v in ("gp_hedge", "LCB", "EI", "PI")),
+        "acq_optimizer": ("one of auto, sampling, lbfgs", lambda v: v in ("auto", "sampling", "lbfgs")),
+        "random_state": (_INT, _is_int)},
+    "hyperband": {"r_l": (_POSITIVE, _is_positive), "eta": (_POSITIVE, _is_positive),
+                  "resource_name": ("a parameter name", lambda v: bool(v))},
+}
+HYPERBAND_REQUIRED = ("r_l", "resource_name")
+
+_CRON_PROBE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def check(spec: dict, config: OperatorConfig) -> list[SpecProblem]:
+    """Every problem of the spec, in the order of its fields."""
+    problems: list[SpecProblem] = []
+    problems += _mlflow(spec, config)
+    problems += _pipeline(spec, config)
+    problems += _tuning(spec)
+    problems += _training(spec)
+    problems += _serving(spec, config)
+    problems += _retrain(spec)
+    return problems
+
+
+def _url_with_credentials(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    return parts.username is not None or parts.password is not None
+
+
+def _url(problems: list, field: str, url: str | None, where_secrets: str) -> None:
+    if not url:
+        return
+    parts = urllib.parse.urlsplit(url)
+    if _url_with_credentials(url):
+        problems.append(SpecProblem(field, f"must not contain credentials; put them in {where_secrets}."))
+    elif not parts.hostname:
+        problems.append(SpecProblem(field, "has no host."))
+
+
+def _mlflow(spec: dict, config: OperatorConfig) -> list[SpecProblem]:
+    problems: list[SpecProblem] = []
+    mlflow = spec.get("mlflow") or {}
+    uri = mlflow.get("trackingUri")
+    if not uri and not config.mlflow_tracking_uri:
+        problems.append(SpecProblem("spec.mlflow.trackingUri", "not set, and the operator has no default MLflow URI."))
+    _url(problems, "spec.mlflow.trackingUri", uri, "the Secret spec.mlflow.credentialsSecretRef names")
+    name = (spec.get("model") or {}).get("name") or ""
+    if name != name.strip():
+        problems.append(SpecProblem("spec.model.name", "has leading or trailing whitespace."))
+    return problems
+
+
+def _pipeline(spec: dict, config: OperatorConfig) -> list[SpecProblem]:
+    pipeline = spec.get("pipeline")
+    if not pipeline:
+        return []
+    problems: list[SpecProblem] = []
+    if not pipeline.get("endpoint") and not config.kfp_endpoint:
+        problems.append(SpecProblem("spec.pipeline.endpoint", "not set, and the operator has no default KFP endpoint."))
+    _url(problems, "spec.pipeline.endpoint", pipeline.get("endpoint"), "the Secret spec.pipeline.tokenSecretRef names")
+    _url(problems, "spec.pipeline.package.url", (pipeline.get("package") or {}).get("url"),
+         "a ConfigMap (spec.pipeline.package.configMapKeyRef)")
+    return problems
+
+
+def _tuning(spec: dict) -> list[SpecProblem]:
+    tuning = spec.get("tuning")
+    if not tuning:
+        return []
+    problems: list[SpecProblem] = []
+    objective = tuning.get("objective") or {}
+    for index, name in enumerate([objective.get("metricName"), *(objective.get("additionalMetricNames") or [])]):
+        field = "spec.tuning.objective.metricName" if index == 0 else \
+            f"spec.tuning.objective.additionalMetricNames[{index - 1}]"
+        if name is not None and not katib.readable_metric_name(name):
+            problems.append(SpecProblem(field, f"{name!r} cannot be read from the trainer's output by Katib: use "
+                                               "letters, digits, '_', '-' or '|' and print it as name=value."))
+    parameters = tuning.get("parameters") or []
+    seen: set[str] = set()
+    combinations = 1
+    for index, parameter in enumerate(parameters):
+        field = f"spec.tuning.parameters[{index}]"
+        name, kind = parameter.get("name"), parameter.get("type")
+        if name in seen:
+            problems.append(SpecProblem(f"{field}.name", f"{name!r} is tuned twice."))
+        seen.add(name)
+        if kind in ("double", "int"):
+            low, high, step = parameter.get("min"), parameter.get("max"), parameter.get("step")
+            if kind == "int":
+                for key in ("min", "max", "step"):
+                    value = parameter.get(key)
+                    if value is not None and float(value) != int(float(value)):
+                        problems.append(SpecProblem(f"{field}.{key}", f"{value} is not a whole number, and "
+                                                                      f"{name!r} is an int parameter."))
+            if low is not None and high is not None and float(low) >= float(high):
+                problems.append(SpecProblem(f"{field}.max", f"must be greater than min ({low})."))
+            elif parameter.get("distribution") in ("logUniform", "logNormal") and low is not None and float(low) <= 0:
+                problems.append(SpecProblem(f"{field}.min", f"must be positive for a {parameter['distribution']} "
+                                                            "distribution."))
+            if step is not None and float(step) == 0:
+                problems.append(SpecProblem(f"{field}.step", "must be greater than 0."))
+            if tuning.get("algorithm") == "grid":
+                if kind == "double" and step is None:
+                    problems.append(SpecProblem(f"{field}.step", "the grid algorithm needs a step for double "
+                                                                 "parameters."))
+                if low is not None and high is not None and float(low) < float(high):
+                    combinations *= int((float(high) - float(low)) / float(step or 1)) + 1
+        else:
+            values = parameter.get("values") or []
+            if len(set(map(str, values))) != len(values):
+                problems.append(SpecProblem(f"{field}.values", "has duplicates."))
+            if kind == "discrete" and not all(_is_number(v) for v in values):
+                problems.append(SpecProblem(f"{field}.values", "discrete values must be numbers."))
+            combinations *= max(1, len(set(map(str, values))))
+    problems += _algorithm(tuning, combinations)
+    max_failed, max_trials = tuning.get("maxFailedTrials"), tuning.get("maxTrials")
+    if max_failed is not None and max_trials is not None and max_failed > max_trials:
+        problems.append(SpecProblem("spec.tuning.maxFailedTrials", f"must not exceed maxTrials ({max_trials})."))
+    return problems
+
+
+def _is_number(value: object) -> bool:
+    try:
+        return math.isfinite(float(str(value)))
+    except ValueError:
+        return False
+
+
+def _algorithm(tuning: dict, combinations: int) -> list[SpecProblem]:
+    algorithm = tuning.get("algorithm") or katib.DEFAULT_ALGORITHM
+    settings = tuning.get("algorithmSettings") or {}
+    known = ALGORITHM_SETTINGS.get(algorithm, {})
+    problems = []
+    for key in sorted(settings):
+        field = f"spec.tuning.algorithmSettings.{key}"
+        if key not in known:
+            accepted = ", ".join(sorted(known)) or "none"
+            problems.append(SpecProblem(field, f"is not a setting of the {algorithm} algorithm (it takes: {accepted})."))
+            continue
+        what, valid = known[key]
+        if not valid(str(settings[key])):
+            problems.append(SpecProblem(field, f"must be {what}, got {settings[key]!r}."))
+    if algorithm == "hyperband":
+        for key in HYPERBAND_REQUIRED:
+            if key not in settings:
+                problems.append(SpecProblem(f"spec.tuning.algorithmSettings.{key}", "is required by hyperband."))
+    if algorithm == "grid" and tuning.get("maxTrials") and tuning["maxTrials"] > combinations:
+        problems.append(SpecProblem("spec.tuning.maxTrials", f"the grid has only {combinations} combinations, "
+                                                             f"fewer than {tuning['maxTrials']} trials."))
+    return problems
+
+
+def _training(spec: dict) -> list[SpecProblem]:
+    training = spec.get("training") or {}
+    problems: list[SpecProblem] = []
+    for index, item in enumerate(training.get("env") or []):
+        if item.get("name") in OPERATOR_ENV:
+            problems.append(SpecProblem(f"spec.training.env[{index}].name",
+                                        f"{item['name']} is set by the operator from spec.mlflow."))
+    problems += _resources("spec.training.resources", training.get("resources") or {})
+    for key, value in (training.get("nodeSelector") or {}).items():
+        if not _label_key(key):
+            problems.append(SpecProblem(f"spec.training.nodeSelector[{key}]", "is not a valid label key."))
+        if not _LABEL_VALUE.match(value):
+            problems.append(SpecProblem(f"spec.training.nodeSelector[{key}]", f"{value!r} is not a valid label value."))
+    return problems
+
+
+def _label_key(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    return bool(_LABEL_NAME.match(name)) and len(name) <= 63 and (
+        not prefix or (len(prefix) <= 253 and bool(_DNS_SUBDOMAIN.match(prefix))))
+
+
+def _resources(field: str, resources: dict) -> list[SpecProblem]:
+    problems = []
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    for name in sorted(set(requests) & set(limits)):
+        try:
+            request, limit = parse_quantity(str(requests[name])), parse_quantity(str(limits[name]))
+        except ValueError:
+            continue  # the CRD's pattern checks quantities
+        if request > limit:
+            problems.append(SpecProblem(f"{field}.requests.{name}", f"{requests[name]} is more than the limit "
+                                                                   f"{limits[name]}."))
+    return problems
+
+
+def _serving(spec: dict, config: OperatorConfig) -> list[SpecProblem]:
+    serving = spec.get("serving") or {}
+    problems = _resources("spec.serving.resources", serving.get("resources") or {})
+    canary = serving.get("canary")
+    if canary is None:
+        return problems
+    mode = serving.get("deploymentMode") or config.deployment_mode
+    if mode == "Standard" and not serving.get("gateway") and not config.gateway():
+        problems.append(SpecProblem("spec.serving.gateway", "Standard mode canaries need a Gateway: set it or the "
+                                                            "operator's TRAINDEPLOY_GATEWAY."))
+    prometheus = (canary.get("analysis") or {}).get("prometheus")
+    if prometheus:
+        if not prometheus.get("url") and not config.prometheus_url:
+            problems.append(SpecProblem("spec.serving.canary.analysis.prometheus.url",
+                                        "not set, and the operator has no default Prometheus URL."))
+        for index, query in enumerate(prometheus.get("queries") or []):
+            unknown = _template_names(query.get("query", "")) - set(PROMETHEUS_VARIABLES)
+            if unknown:
+                problems.append(SpecProblem(f"spec.serving.canary.analysis.prometheus.queries[{index}].query",
+                                            f"uses unknown variables {', '.join(sorted(unknown))} (known: "
+                                            f"{', '.join(PROMETHEUS_VARIABLES)})."))
+            if "min" in query and "max" in query and float(query["min"]) > float(query["max"]):
+                problems.append(SpecProblem(f"spec.serving.canary.analysis.prometheus.queries[{index}].min",
+                                            f"is above max ({query['max']})."))
+    steps = canary.get("steps") or []
+    if steps and any(not 0 < step <= 100 for step in steps):
+        problems.append(SpecProblem("spec.serving.canary.steps", "each step must be a percentage from 1 to 100."))
+    return problems
+
+
+def _template_names(query: str) -> set[str]:
+    names = set()
+    for match in string.Template.pattern.finditer(query):
+        name = match.group("named") or match.group("braced")
+        if name:
+            names.add(name)
+    return names
+
+
+def _retrain(spec: dict) -> list[SpecProblem]:
+    schedule = (spec.get("retrain") or {}).get("schedule")
+    if not schedule:
+        return []
+    if not croniter.is_valid(schedule):
+        return [SpecProblem("spec.retrain.schedule", f"{schedule!r} is not a valid cron expression.")]
+    try:  # valid fields can still name a time that never comes (February 31st)
+        croniter(schedule, _CRON_PROBE).get_next(dt.datetime)
+    except CroniterBadDateError:
+        return [SpecProblem("spec.retrain.schedule", f"{schedule!r} never fires.")]
+    return []
+
