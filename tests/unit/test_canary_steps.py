@@ -1,0 +1,203 @@
+"""The canary step machine without a cluster: a fake clock, fake clients, and the test writing the
+InferenceService status as KServe would (Knative: `components.predictor.traffic`; Standard: a
+second InferenceService and the HTTPRoute's weights). Each table row is a rollout's situation and
+what the next pass must do."""
+
+from __future__ import annotations
+
+import pytest
+
+from traindeploy import serving
+from traindeploy.results import Done, Fail, Wait
+from unit.fakes import Clock, FakeKube, FakeMlflow, environment, minimal_spec, run_stage, traindeploy
+
+STABLE, CANARY = "1", "2"
+
+
+def _status() -> dict:
+    """Version 1 serves everything; version 2 has just been registered."""
+    return {"cycle": {"generation": 2, "label": "g2", "specHash": "x", "startedAt": "2026-12-01T12:00:00Z"},
+            "serving": {"modelVersion": STABLE, "storageUri": "s3://models/m/1", "inferenceServiceName": "churn",
+                        "traffic": "v1 100%"},
+            "model": {"name": "churn-model", "version": CANARY, "storageUri": "s3://models/m/2"},
+            "conditions": []}
+
+
+def _knative_status(isvc: dict, ready: bool = True) -> dict:
+    """What KServe reports in Knative mode for the percent the spec asks."""
+    percent = isvc["spec"]["predictor"].get("canaryTrafficPercent")
+    latest = "churn-predictor-00002"
+    if percent is None or percent >= 100:
+        traffic = [{"revisionName": latest, "latestRevision": True, "percent": 100}]
+    else:
+        traffic = [{"revisionName": latest, "latestRevision": True, "percent": percent,
+                    "url": "http://latest-churn-predictor.ml.example.com"},
+                   {"revisionName": "churn-predictor-00001", "latestRevision": False, "tag": "prev",
+                    "percent": 100 - percent}]
+    return {"url": "http://churn.ml.example.com",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "Unknown"}],
+            "components": {"predictor": {"latestCreatedRevision": latest,
+                                         "latestReadyRevision": latest if ready else "churn-predictor-00001",
+                                         "traffic": traffic}}}
+
+
+class Rollout:
+    """One TrainDeploy's rollout, pass after pass, with KServe played by `answer`."""
+
+    def __init__(self, canary: dict, mode: str = "Knative", approval: str | None = None,
+                 point: str | None = None, ready: bool = True, gateway: bool = True) -> None:
+        self.kube, self.mlflow, self.clock = FakeKube(), FakeMlflow(), Clock()
+        serving_spec = {"deploymentMode": mode, "canary": canary}
+        if approval:
+            serving_spec["approval"] = approval
+        if point:
+            serving_spec["approvalPoint"] = point
+        if gateway:
+            serving_spec["gateway"] = {"name": "gw", "namespace": "gateways"}
+        self.spec = minimal_spec(serving=serving_spec)
+        self.status = _status()
+        self.annotations: dict[str, str] = {}
+        self.ready = ready
+        self.env = environment(self.kube, self.mlflow, self.clock)
+        self.events: list = []
+
+    def step(self):
+        outcome = run_stage(serving.STAGE, traindeploy(self.spec, self.status, annotations=self.annotations,
+                                                       generation=2), self.env)
+        self.status, self.events = outcome.status, outcome.events
+        self.answer()
+        return outcome.result
+
+    def answer(self) -> None:
+        for (plural, name), obj in list(self.kube.objects.items()):
+            if plural == "inferenceservices":
+                if name == "churn" and self.spec["serving"]["deploymentMode"] == "Knative":
+                    obj["status"] = _knative_status(obj, self.ready)
+                else:
+                    ready = self.ready or name == "churn"
+                    obj["status"] = {"conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                                                     "reason": "" if ready else "MinimumReplicasUnavailable"}],
+                                     "address": {"url": f"http://{name}-predictor.ml.svc.cluster.local"}}
+
+    def isvc(self, name: str = "churn") -> dict | None:
+        return self.kube.object("inferenceservices", name)
+
+    def route_weights(self) -> list[int]:
+        route = self.kube.object("httproutes", "churn")
+        return [ref.get("weight") for ref in route["spec"]["rules"][0]["backendRefs"]]
+
+    def reasons(self) -> list[str]:
+        return [e.reason for e in self.events]
+
+
+def test_knative_rollout_walks_every_step_on_the_clock():
+    rollout = Rollout({"steps": [10, 50, 100], "stepIntervalSeconds": 60})
+    first = rollout.step()
+    assert isinstance(first, Wait) and first.phase == "Canary"
+    assert rollout.isvc()["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert {"RolloutStarted", "CanaryStep"} <= set(rollout.reasons())
+    waiting = rollout.step()  # KServe reports 10% now: the interval counts
+    assert isinstance(waiting, Wait) and 59 <= waiting.after <= 60
+    assert rollout.status["serving"]["traffic"] == "v1 90%, v2 10%"
+    rollout.clock.advance(60)
+    moved = rollout.step()
+    assert isinstance(moved, Wait) and rollout.isvc()["spec"]["predictor"]["canaryTrafficPercent"] == 50
+    assert rollout.status["rollout"]["step"] == 1
+    rollout.clock.advance(30)
+    early = rollout.step()
+    assert isinstance(early, Wait) and rollout.status["rollout"]["weight"] == 50, "not before the interval"
+    rollout.clock.advance(30)
+    promoting = rollout.step()  # the last step is 100: promotion sets 100 and waits for KServe
+    assert isinstance(promoting, Wait) and rollout.isvc()["spec"]["predictor"]["canaryTrafficPercent"] == 100
+    done = rollout.step()
+    assert isinstance(done, Done)
+    assert rollout.status["serving"]["modelVersion"] == CANARY
+    assert rollout.status["rollout"]["state"] == "Promoted"
+    assert rollout.mlflow.aliases[("churn-model", "champion")] == CANARY
+    assert rollout.status["rolloutHistory"][0]["result"] == "Promoted"
+
+
+@pytest.mark.parametrize(("reason", "mode"), [("Knative", "Knative"), ("Standard", "Standard")])
+def test_a_canary_not_ready_in_time_is_rolled_back(reason, mode):
+    rollout = Rollout({"steps": [20, 100], "stepIntervalSeconds": 60, "readyTimeoutSeconds": 120}, mode=mode,
+                      ready=False)
+    assert isinstance(rollout.step(), Wait)
+    not_ready = rollout.step()
+    assert isinstance(not_ready, Wait) and "not ready" in not_ready.message
+    rollout.clock.advance(121)
+    result = rollout.step()
+    assert isinstance(result, Fail) and result.reason == "RolledBack", reason
+    assert rollout.status["rollout"]["failedVersions"] == [CANARY]
+    assert rollout.status["serving"]["traffic"] == "v1 100%"
+    assert "RolledBack" in rollout.reasons()
+    if mode == "Knative":
+        assert rollout.isvc()["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    else:
+        assert rollout.isvc("churn-canary") is None, "the canary InferenceService goes"
+        assert rollout.route_weights() == [100]
+    assert ("churn-model", "champion") not in rollout.mlflow.aliases, "champion moves only on promotion"
+
+
+def test_standard_rollout_weights_the_route_and_promotes_onto_the_stable_service():
+    rollout = Rollout({"steps": [25, 100], "stepIntervalSeconds": 10}, mode="Standard")
+    assert isinstance(rollout.step(), Wait)
+    assert rollout.route_weights() == [75, 25]
+    assert rollout.isvc("churn-canary")["spec"]["predictor"]["model"]["storageUri"] == "s3://models/m/2"
+    rollout.clock.advance(10)
+    assert isinstance(rollout.step(), Done)
+    assert rollout.isvc()["spec"]["predictor"]["model"]["storageUri"] == "s3://models/m/2"
+    assert rollout.isvc("churn-canary") is None
+    assert rollout.route_weights() == [100]
+
+
+def test_standard_canary_without_a_gateway_names_the_field():
+    rollout = Rollout({"steps": [25, 100]}, mode="Standard", gateway=False)
+    result = rollout.step()
+    assert isinstance(result, Fail) and result.reason == "InvalidSpec"
+    assert result.message.startswith("spec.serving.gateway")
+
+
+@pytest.mark.parametrize(("reason", "point", "annotation_steps"), [
+    ("approval before the first step", "BeforeFirstStep", 0),
+    ("approval before promotion", "BeforePromotion", 2),
+])
+def test_manual_approval_pauses_until_the_right_version_is_named(reason, point, annotation_steps):
+    rollout = Rollout({"steps": [50, 100], "stepIntervalSeconds": 10}, approval="Manual", point=point)
+    result = None
+    for _ in range(annotation_steps):
+        result = rollout.step()
+        rollout.clock.advance(10)
+    result = rollout.step()
+    assert isinstance(result, Wait) and result.phase == "AwaitingApproval" and result.after is None, reason
+    assert rollout.status["rollout"]["awaitingApproval"] == CANARY
+    rollout.annotations["traindeploy.io/approve"] = "7"
+    ignored = rollout.step()
+    assert isinstance(ignored, Wait) and "ApprovalIgnored" in rollout.reasons()
+    rollout.annotations["traindeploy.io/approve"] = "v2"
+    results = [rollout.step() for _ in range(3)]
+    rollout.clock.advance(10)
+    results += [rollout.step() for _ in range(3)]
+    assert any(isinstance(r, Done) for r in results)
+    assert rollout.status["serving"]["modelVersion"] == CANARY
+
+
+def test_manual_rollback_annotation_sends_traffic_back_once():
+    rollout = Rollout({"steps": [10, 100], "stepIntervalSeconds": 10})
+    rollout.status["rolloutHistory"] = [{"version": STABLE, "result": "Promoted", "storageUri": "s3://models/m/1",
+                                         "at": "2026-12-01T11:00:00Z", "reason": "Rolled out."}]
+    rollout.status["serving"].update({"modelVersion": CANARY, "storageUri": "s3://models/m/2"})
+    rollout.status["model"]["version"] = CANARY
+    assert isinstance(rollout.step(), Done)  # version 2 serves
+    rollout.annotations["traindeploy.io/rollback"] = "1"
+    from traindeploy.context import Pass
+    from traindeploy.serving import rollback
+    from traindeploy.serving.state import Serving
+
+    p = Pass(traindeploy(rollout.spec, rollout.status, annotations=rollout.annotations, generation=2), rollout.env)
+    rollback.manual_rollback(Serving.of(p))
+    assert p.status["serving"]["modelVersion"] == STABLE
+    assert p.status["rollout"]["failedVersions"] == [CANARY]
+    assert [e.reason for e in p.events][-1] == "ManualRollback"
+    again = Pass(traindeploy(rollout.spec, p.status, annotations=rollout.annotations, generation=2), rollout.env)
+    rollback.manual_rollback(Serving.of(again))
+    assert not again.events, "the same annotation value acts once"

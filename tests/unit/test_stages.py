@@ -1,0 +1,206 @@
+"""Each stage alone, with fake clients and a fake clock: (reason, observed input, expected result).
+
+A stage gets a `Pass` and returns Done, Wait, Fail or Blocked; the tables below set up what the
+clients hold, run the stage once and check the result and what the stage did."""
+
+from __future__ import annotations
+
+import pytest
+
+from traindeploy import kube
+from traindeploy.results import Blocked, Done, Fail, Wait
+from traindeploy.stages import gate, registration, training, tuning
+from unit.fakes import Clock, FakeKube, FakeMlflow, environment, minimal_spec, run_stage, traindeploy
+
+CYCLE = {"generation": 1, "label": "g1", "specHash": "x", "startedAt": "2026-12-01T12:00:00Z", "retrain": 0}
+
+
+def _job(state: str | None) -> dict | None:
+    if state is None:
+        return None
+    conditions = [{"type": "Created", "status": "True", "reason": "PyTorchJobCreated"}]
+    if state in ("Running", "Succeeded", "Failed"):
+        conditions.append({"type": "Running", "status": "True" if state == "Running" else "False",
+                           "reason": "PyTorchJobRunning"})
+    if state in ("Succeeded", "Failed"):
+        conditions.append({"type": state, "status": "True", "reason": f"PyTorchJob{state}",
+                           "message": f"job {state.lower()}"})
+    return {"conditions": conditions}
+
+
+# -- training --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("reason", "job_state", "elapsed", "expected", "expected_reason"), [
+    ("a new cycle creates the run and the job, then waits", None, 0, Wait, None),
+    ("a running job waits", "Running", 10, Wait, None),
+    ("a succeeded job is done", "Succeeded", 10, Done, None),
+    ("a failed job fails the cycle", "Failed", 10, Fail, "TrainingFailed"),
+    ("past activeDeadlineSeconds plus grace the stage fails", "Running", 200, Fail, "TrainingDeadlineExceeded"),
+])
+def test_training(reason, job_state, elapsed, expected, expected_reason):
+    kube_api, mlflow, clock = FakeKube(), FakeMlflow(), Clock()
+    env = environment(kube_api, mlflow, clock, deadline_grace=60.0)
+    spec = minimal_spec(training={"image": "t:1", "command": ["python"], "gpus": 1, "activeDeadlineSeconds": 100})
+    status = {"cycle": dict(CYCLE)}
+    if job_state is not None:  # an earlier pass made the run and the job
+        first = run_stage(training.STAGE, traindeploy(spec, status), env)
+        status = first.status
+        kube_api.set_status("pytorchjobs", "churn-g1-train", _job(job_state))
+    clock.advance(elapsed)
+    outcome = run_stage(training.STAGE, traindeploy(spec, status), env)
+    assert isinstance(outcome.result, expected), reason
+    if expected_reason:
+        assert outcome.result.reason == expected_reason
+    assert len(mlflow.runs) == 1, "one MLflow run per cycle, found again by its tags"
+    job = kube_api.object("pytorchjobs", "churn-g1-train")
+    if expected_reason == "TrainingDeadlineExceeded":
+        assert job is None, "a job past its deadline is deleted: it holds GPUs"
+    else:
+        env_vars = {e["name"]: e.get("value") for e in job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]
+                    ["spec"]["containers"][0]["env"]}
+        assert env_vars["MLFLOW_RUN_ID"] == outcome.status["training"]["mlflowRunId"]
+
+
+@pytest.mark.parametrize(("reason", "mlflow_problem", "expected_reason"), [
+    ("MLflow down holds the cycle", "outage", "MLflowUnavailable"),
+    ("MLflow 401 holds the cycle until the Secret is fixed", "unauthorized", "MLflowUnauthorized"),
+])
+def test_training_blocked_by_mlflow(reason, mlflow_problem, expected_reason):
+    mlflow = FakeMlflow()
+    setattr(mlflow, mlflow_problem, True)
+    kube_api = FakeKube()
+    outcome = run_stage(training.STAGE, traindeploy(status={"cycle": dict(CYCLE)}), environment(kube_api, mlflow))
+    assert isinstance(outcome.result, Blocked) and outcome.result.reason == expected_reason, reason
+    assert kube_api.object("pytorchjobs", "churn-g1-train") is None, "no job before its run exists"
+    setattr(mlflow, mlflow_problem, False)  # fixed: the next pass goes on by itself
+    again = run_stage(training.STAGE, traindeploy(status={"cycle": dict(CYCLE)}), environment(kube_api, mlflow))
+    assert isinstance(again.result, Wait)
+
+
+@pytest.mark.parametrize(("reason", "error", "expected", "expected_reason"), [
+    ("apiserver down", kube.KubeUnavailable("create", "HTTP 503"), Blocked, "KubernetesUnavailable"),
+    ("CRD missing", kube.KindNotServed("create", "not found", 404), Blocked, "ChildKindNotInstalled"),
+    ("RBAC missing", kube.Forbidden("create", "forbidden", 403), Blocked, "Forbidden"),
+    ("object refused by validation", kube.Invalid("create", "invalid", 422, fields=("spec.x",)), Fail, "InvalidSpec"),
+    ("request too large", kube.Refused("create", "too large", 413), Fail, "KubernetesRefused"),
+    ("conflict twice", kube.Conflict("patch", "changed", 409), Blocked, "Conflict"),
+])
+def test_kubernetes_errors_by_type(reason, error, expected, expected_reason):
+    kube_api = FakeKube()
+    kube_api.fail = error
+    outcome = run_stage(training.STAGE, traindeploy(status={"cycle": dict(CYCLE)}), environment(kube_api))
+    assert isinstance(outcome.result, expected), reason
+    assert outcome.result.reason == expected_reason
+    if isinstance(error, kube.Invalid):
+        assert "spec.x" in outcome.result.message
+
+
+def test_a_conflict_is_retried_at_once():
+    kube_api = FakeKube()
+    real_ensure = kube_api.ensure
+    conflicts = [kube.Conflict("patch", "changed", 409)]
+
+    def ensure_once_conflicting(*args, **kwargs):
+        if conflicts:
+            raise conflicts.pop()
+        return real_ensure(*args, **kwargs)
+
+    kube_api.ensure = ensure_once_conflicting
+    outcome = run_stage(training.STAGE, traindeploy(status={"cycle": dict(CYCLE)}), environment(kube_api))
+    assert isinstance(outcome.result, Wait)
+    assert kube_api.object("pytorchjobs", "churn-g1-train") is not None
+
+
+# -- gate -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("reason", "metrics", "gate_spec", "expected", "expected_reason"), [
+    ("above the threshold passes", {"accuracy": 0.9}, {"metric": "accuracy", "threshold": 0.8}, Done, None),
+    ("at the threshold passes", {"accuracy": 0.8}, {"metric": "accuracy", "threshold": 0.8}, Done, None),
+    ("below fails", {"accuracy": 0.5}, {"metric": "accuracy", "threshold": 0.8}, Fail, "GateFailed"),
+    ("minimize: below passes", {"loss": 0.1}, {"metric": "loss", "threshold": 0.2, "direction": "minimize"}, Done,
+     None),
+    ("minimize: above fails", {"loss": 0.3}, {"metric": "loss", "threshold": 0.2, "direction": "minimize"}, Fail,
+     "GateFailed"),
+    ("metric never logged", {"loss": 0.3}, {"metric": "accuracy", "threshold": 0.2}, Fail, "GateMetricMissing"),
+    ("no gate", {}, None, Done, None),
+])
+def test_gate(reason, metrics, gate_spec, expected, expected_reason):
+    mlflow = FakeMlflow()
+    run = mlflow.create_run("1", "r", {})
+    mlflow.train(run["run_id"], metrics)
+    spec = minimal_spec(gate=gate_spec) if gate_spec else {k: v for k, v in minimal_spec().items() if k != "gate"}
+    status = {"cycle": dict(CYCLE), "training": {"mlflowRunId": run["run_id"]}}
+    outcome = run_stage(gate.STAGE, traindeploy(spec, status), environment(mlflow=mlflow))
+    assert isinstance(outcome.result, expected), reason
+    if expected_reason:
+        assert outcome.result.reason == expected_reason
+    if gate_spec and expected is Done:
+        assert outcome.status["model"]["metric"]["passed"] is True
+
+
+# -- registration -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("reason", "logged", "version_status", "destination", "expected", "expected_reason"), [
+    ("a READY version is done, challenger set", True, "READY", None, Done, None),
+    ("a pending version waits", True, "PENDING_REGISTRATION", None, Wait, None),
+    ("a failed registration fails", True, "FAILED_REGISTRATION", None, Fail, "RegistrationFailed"),
+    ("no logged model fails", False, "READY", None, Fail, "NoLoggedModel"),
+])
+def test_registration(reason, logged, version_status, destination, expected, expected_reason):
+    mlflow = FakeMlflow()
+    mlflow.version_status = version_status
+    run = mlflow.create_run("1", "r", {})
+    mlflow.train(run["run_id"], {"accuracy": 0.9}, model=logged)
+    status = {"cycle": dict(CYCLE), "training": {"mlflowRunId": run["run_id"]}}
+    env = environment(mlflow=mlflow)
+    outcome = run_stage(registration.STAGE, traindeploy(status=status), env)
+    assert isinstance(outcome.result, expected), reason
+    if expected_reason:
+        assert outcome.result.reason == expected_reason
+    if expected is Done:
+        assert outcome.status["model"]["storageUri"] == "s3://models/churn-model/1"
+        assert mlflow.aliases[("churn-model", "challenger")] == "1"
+        again = run_stage(registration.STAGE, traindeploy(status=outcome.status), env)
+        assert isinstance(again.result, Done) and len(mlflow.versions["churn-model"]) == 1, "found again by tags"
+
+
+# -- tuning -----------------------------------------------------------------------------------------
+
+TUNING = {"algorithm": "random", "objective": {"metricName": "accuracy", "direction": "maximize"},
+          "maxTrials": 4, "parameters": [{"name": "lr", "type": "double", "min": 0.001, "max": 0.1}]}
+
+
+def _experiment(state: str, best: bool = True) -> dict:
+    conditions = [{"type": "Created", "status": "True", "reason": "ExperimentCreated"}]
+    if state == "Running":
+        conditions.append({"type": "Running", "status": "True", "reason": "ExperimentRunning"})
+    if state in ("Succeeded", "Failed"):
+        conditions.append({"type": state, "status": "True", "reason": f"Experiment{state}", "message": state})
+    status = {"conditions": conditions, "trials": 4, "trialsSucceeded": 4}
+    if best:
+        status["currentOptimalTrial"] = {
+            "bestTrialName": "churn-g1-tune-abc",
+            "parameterAssignments": [{"name": "lr", "value": "0.02"}],
+            "observation": {"metrics": [{"name": "accuracy", "latest": "0.93", "max": "0.93", "min": "0.9"}]}}
+    return status
+
+
+@pytest.mark.parametrize(("reason", "state", "best", "expected", "expected_reason"), [
+    ("running waits", "Running", False, Wait, None),
+    ("succeeded with a best trial is done", "Succeeded", True, Done, None),
+    ("succeeded without one fails", "Succeeded", False, Fail, "NoBestTrial"),
+    ("failed fails", "Failed", False, Fail, "TuningFailed"),
+])
+def test_tuning(reason, state, best, expected, expected_reason):
+    kube_api = FakeKube()
+    env = environment(kube_api)
+    spec = minimal_spec(tuning=TUNING)
+    first = run_stage(tuning.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    assert isinstance(first.result, Wait)
+    kube_api.set_status("experiments", "churn-g1-tune", _experiment(state, best))
+    outcome = run_stage(tuning.STAGE, traindeploy(spec, first.status), env)
+    assert isinstance(outcome.result, expected), reason
+    if expected_reason:
+        assert outcome.result.reason == expected_reason
+    if expected is Done:
+        assert outcome.status["tuning"]["bestParameters"] == {"lr": "0.02"}
