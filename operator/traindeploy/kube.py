@@ -167,12 +167,6 @@ class Kube:
                              kind.group, kind.version, namespace, kind.plural, name, patch)
         return patched, "patched"
 
-    def patch(self, kind: Kind, namespace: str, name: str, patch: dict | list,
-              content_type: str = "application/merge-patch+json") -> dict:
-        return self._call(f"patch {kind.kind} {namespace}/{name}", self.custom.patch_namespaced_custom_object,
-                          kind.group, kind.version, namespace, kind.plural, name, patch,
-                          _content_type=content_type)
-
     def delete(self, kind: Kind, namespace: str, name: str) -> None:
         try:
             self._call(f"delete {kind.kind} {namespace}/{name}", self.custom.delete_namespaced_custom_object,

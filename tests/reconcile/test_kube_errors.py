@@ -78,7 +78,8 @@ def test_an_object_too_large_for_the_apiserver_fails_with_its_message(api_client
 def test_a_stale_resource_version_is_a_conflict(api_client, namespace):
     api = Kube(api_client)
     created, _ = api.ensure(PYTORCHJOB, _job(namespace, "job"))
-    api.patch(PYTORCHJOB, namespace, "job", {"metadata": {"labels": {"touched": "yes"}}})
+    client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+        "kubeflow.org", "v1", namespace, "pytorchjobs", "job", {"metadata": {"labels": {"touched": "yes"}}})
     with pytest.raises(kube.Conflict):
         api.replace_status(PYTORCHJOB, namespace, "job", {"conditions": []},
                            resource_version=created["metadata"]["resourceVersion"])

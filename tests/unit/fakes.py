@@ -77,11 +77,6 @@ class FakeKube:
                 changed = True
         return copy.deepcopy(existing), "patched" if changed else "unchanged"
 
-    def patch(self, kind, namespace, name, patch, content_type="application/merge-patch+json"):
-        self._check("patch", kind.plural, name)
-        self.objects[(kind.plural, name)].update(copy.deepcopy(patch))
-        return copy.deepcopy(self.objects[(kind.plural, name)])
-
     def delete(self, kind, namespace, name):
         self._check("delete", kind.plural, name)
         self.objects.pop((kind.plural, name), None)

@@ -204,3 +204,91 @@ def test_tuning(reason, state, best, expected, expected_reason):
         assert outcome.result.reason == expected_reason
     if expected is Done:
         assert outcome.status["tuning"]["bestParameters"] == {"lr": "0.02"}
+
+
+# -- pipeline ---------------------------------------------------------------------------------------
+
+class FakeKfp:
+    def __init__(self) -> None:
+        self.runs: dict[str, dict] = {}
+        self.terminated: list[str] = []
+
+    def client(self, endpoint, token, timeout, session):
+        return self
+
+    def ensure_experiment(self, name, namespace=None):
+        return "exp-1"
+
+    def find_run(self, experiment_id, display_name):
+        return next((r for r in self.runs.values() if r["display_name"] == display_name), None)
+
+    def create_run(self, experiment_id, display_name, package, parameters, description=""):
+        run_id = f"kfp-{len(self.runs) + 1}"
+        self.runs[run_id] = {"run_id": run_id, "display_name": display_name, "state": "RUNNING"}
+        return self.runs[run_id]
+
+    def get_run(self, run_id):
+        return self.runs[run_id]
+
+    def terminate_run(self, run_id):
+        self.terminated.append(run_id)
+
+
+PIPELINE = {"endpoint": "http://127.0.0.1:8888", "package": {"configMapKeyRef": {"name": "prep", "key": "p.yaml"}}}
+PACKAGE = "pipelineInfo: {name: prep}\nroot: {dag: {tasks: {}}}\nschemaVersion: 2.1.0\nsdkVersion: kfp-2.16.0\n"
+
+
+@pytest.mark.parametrize(("reason", "config_map", "state", "expected", "expected_reason", "says"), [
+    ("no ConfigMap: says it does not exist", None, None, Blocked, "PipelinePackageNotFound", "does not exist"),
+    ("a ConfigMap without the key says which key", {"other": "x"}, None, Blocked, "PipelinePackageNotFound",
+     "has no key p.yaml"),
+    ("not a compiled pipeline names the field", {"p.yaml": "kind: Workflow"}, None, Fail, "InvalidSpec",
+     "spec.pipeline.package"),
+    ("a running run waits", {"p.yaml": PACKAGE}, "RUNNING", Wait, None, "RUNNING"),
+    ("a succeeded run is done", {"p.yaml": PACKAGE}, "SUCCEEDED", Done, None, "succeeded"),
+    ("a failed run fails", {"p.yaml": PACKAGE}, "FAILED", Fail, "PipelineFailed", "FAILED"),
+])
+def test_pipeline(reason, config_map, state, expected, expected_reason, says):
+    from traindeploy.stages import pipeline
+
+    kube_api, kfp = FakeKube(), FakeKfp()
+    if config_map is not None:
+        kube_api.config_maps["prep"] = config_map
+    env = environment(kube_api)
+    env.kfp_client = kfp.client
+    spec = minimal_spec(pipeline=PIPELINE)
+    outcome = run_stage(pipeline.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    if state is not None:
+        kfp.runs["kfp-1"]["state"] = state
+        outcome = run_stage(pipeline.STAGE, traindeploy(spec, outcome.status), env)
+        assert len(kfp.runs) == 1, "one run per cycle"
+    assert isinstance(outcome.result, expected), reason
+    if expected_reason:
+        assert outcome.result.reason == expected_reason
+    assert says in outcome.result.message
+
+
+# -- superseding a cycle ----------------------------------------------------------------------------
+
+def test_a_superseded_cycle_stops_its_job_kfp_run_and_mlflow_run():
+    from traindeploy import cycle
+    from traindeploy.context import Pass
+
+    kube_api, mlflow, kfp = FakeKube(), FakeMlflow(), FakeKfp()
+    kube_api.config_maps["prep"] = {"p.yaml": PACKAGE}
+    env = environment(kube_api, mlflow)
+    env.kfp_client = kfp.client
+    spec = minimal_spec(pipeline=PIPELINE)
+    from traindeploy.reconciler import reconcile
+
+    first = reconcile(traindeploy(spec), env)  # the KFP run is submitted and runs
+    assert first.status["pipeline"]["runId"] == "kfp-1"
+    run = mlflow.create_run("1", "r", {})
+    status = {**first.status, "training": {"mlflowRunId": run["run_id"], "name": "churn-g1-train",
+                                           "kind": "PyTorchJob", "state": "Running"}}
+    kube_api.objects[("pytorchjobs", "churn-g1-train")] = {"metadata": {"name": "churn-g1-train"}}
+    p = Pass(traindeploy(spec, status), env)
+    cycle.supersede(p)
+    assert kfp.terminated == ["kfp-1"]
+    assert mlflow.runs[run["run_id"]]["status"] == "KILLED"
+    assert kube_api.object("pytorchjobs", "churn-g1-train") is None
