@@ -32,6 +32,9 @@ class OperatorConfig:
     # The operator fails a training stage this long after the job's own activeDeadlineSeconds,
     # in case the training controller never reports it.
     deadline_grace: float = 60.0
+    # After a restart, TrainDeploys whose status is current take their first pass within this
+    # many seconds, at random, behind those that need work.
+    startup_spread: float = 5.0
 
     def gateway(self) -> dict | None:
         if not self.gateway_ref:
@@ -67,4 +70,5 @@ class OperatorConfig:
             poll_interval=number("TRAINDEPLOY_POLL_INTERVAL", cls.poll_interval),
             resync_interval=number("TRAINDEPLOY_RESYNC_INTERVAL", cls.resync_interval),
             deadline_grace=number("TRAINDEPLOY_DEADLINE_GRACE", cls.deadline_grace),
+            startup_spread=number("TRAINDEPLOY_STARTUP_SPREAD", cls.startup_spread),
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass, field
 
 import kopf
@@ -85,6 +86,11 @@ async def reconcile_loop(body: kopf.Body, uid: str, stopped: kopf.DaemonStopped,
     loop = _loops.setdefault(uid, _Loop())
     env: Environment = memo.env
     try:
+        if _up_to_date(body):
+            # After a restart every daemon starts at once, in list order: those whose status is
+            # current wait a random moment, so objects that need work (new ones, changed specs)
+            # go first and the rest share the workers evenly. Any change wakes them at once.
+            await _sleep(loop.wake, stopped, random.uniform(0, env.config.startup_spread))
         while not stopped:
             loop.wake.clear()
             loop.seen = _interesting(body)
@@ -93,6 +99,11 @@ async def reconcile_loop(body: kopf.Body, uid: str, stopped: kopf.DaemonStopped,
             await _sleep(loop.wake, stopped, delay)
     finally:
         _loops.pop(uid, None)
+
+
+def _up_to_date(body: kopf.Body) -> bool:
+    status = body.get("status") or {}
+    return bool(status) and status.get("observedGeneration") == body.get("metadata", {}).get("generation")
 
 
 def _freshest(body: kopf.Body, loop: _Loop, env: Environment) -> dict:

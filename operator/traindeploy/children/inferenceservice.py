@@ -69,6 +69,21 @@ def _url(status: Mapping[str, Any]) -> str | None:
     return status.get("url") or (status.get("address") or {}).get("url") or None
 
 
+def predictor(obj: dict) -> dict:
+    """`status.components.predictor`: revisions, traffic and the predictor's own URL."""
+    return ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
+
+
+def traffic(obj: dict) -> list[dict]:
+    """The traffic split KServe reports in Knative mode, one entry per revision."""
+    return predictor(obj).get("traffic") or []
+
+
+def predictor_address(obj: dict) -> str | None:
+    """Where the predictor answers: its own URL first, else the InferenceService's."""
+    return predictor(obj).get("url") or _url(obj.get("status") or {})
+
+
 def read(obj: dict, generation: int | None = None) -> ChildState:
     """Where the InferenceService stands.
 

@@ -71,13 +71,14 @@ def apply_weight(s: Serving, version: str, storage: str, stable: str, weight: in
         isvc = ensure_isvc(s, s.canary_name, version, storage)
         ensure_route(s, s.canary_name, weight)
         state = inferenceservice.read(isvc)
-        ready, url, message = state.phase == SUCCEEDED, address(isvc), state.message or state.reason or state.phase
+        ready, url = state.phase == SUCCEEDED, inferenceservice.predictor_address(isvc)
+        message = state.message or state.reason or state.phase
     s.serving["traffic"] = f"v{stable} {100 - weight}%, v{version} {weight}%"
     return ready, url, message
 
 
 def knative_fully_promoted(isvc: dict) -> bool:
-    found = traffic(isvc)
+    found = inferenceservice.traffic(isvc)
     return len(found) == 1 and bool(found[0].get("latestRevision")) and found[0].get("percent") == 100
 
 
@@ -94,25 +95,15 @@ def observe(s: Serving, state: ChildState) -> None:
         s.serving["url"] = state.outputs["url"]
 
 
-def traffic(isvc: dict) -> list[dict]:
-    return (((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}).get("traffic") or []
-
-
-def address(isvc: dict) -> str | None:
-    status = isvc.get("status") or {}
-    return ((status.get("components") or {}).get("predictor") or {}).get("url") or status.get("url") \
-        or (status.get("address") or {}).get("url")
-
-
 def knative_canary_state(isvc: dict, weight: int) -> tuple[bool, str | None, str]:
     """Ready when the latest revision is ready and KServe reports the weight on it."""
     state = inferenceservice.read(isvc)
-    predictor = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
-    latest = next((t for t in traffic(isvc) if t.get("latestRevision")), None)
+    predictor = inferenceservice.predictor(isvc)
+    latest = next((t for t in inferenceservice.traffic(isvc) if t.get("latestRevision")), None)
     if state.phase != SUCCEEDED:
         return False, None, state.message or state.reason or state.phase
     if predictor.get("latestReadyRevision") != predictor.get("latestCreatedRevision"):
         return False, None, f"revision {predictor.get('latestCreatedRevision')} is not ready"
     if latest is None or latest.get("percent") != weight:
         return False, None, f"KServe does not report {weight}% on the latest revision yet"
-    return True, latest.get("url") or predictor.get("url") or address(isvc), "ready"
+    return True, latest.get("url") or inferenceservice.predictor_address(isvc), "ready"
