@@ -360,7 +360,8 @@ def render(crd: dict | None = None) -> str:
         out += field_table(fields)
         out.append("")
 
-    rules = cel_rules(spec_schema, "spec") + cel_rules(status_schema, "status")
+    rules = ([("metadata", rule) for rule in schema.get("x-kubernetes-validations") or []]
+             + cel_rules(spec_schema, "spec") + cel_rules(status_schema, "status"))
     out += ["## Validation rules (CEL)", "",
             "Checked by the apiserver on create and update, besides the per-field validation above; a "
             "manifest that breaks one is refused with the message shown.", ""]

@@ -30,8 +30,8 @@ CRUD = {"get", "list", "watch", "create", "patch", "delete"}
 # The operator's permissions, with the reasons in templates/_rbac.tpl. A change to the RBAC is a
 # change to this table, made on purpose.
 NAMESPACED_RULES = {
-    ("traindeploy.io", "traindeploys"): {"list", "watch", "patch"},
-    ("traindeploy.io", "traindeploys/status"): {"patch"},
+    ("traindeploy.io", "traindeploys"): {"get", "list", "watch", "patch"},
+    ("traindeploy.io", "traindeploys/status"): {"update"},
     ("traindeploy.io", "traindeploys/finalizers"): {"update"},
     ("kubeflow.org", "pytorchjobs"): CRUD,
     ("kubeflow.org", "experiments"): CRUD,

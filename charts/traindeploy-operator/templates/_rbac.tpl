@@ -12,15 +12,16 @@ runs the operator end to end as a ServiceAccount bound to exactly these rules.
 watched namespace otherwise. */}}
 {{- define "traindeploy-operator.rules.namespaced" -}}
 # kopf lists and watches TrainDeploys, and patches them to add and remove its finalizer
-# (traindeploy.io/finalizer) and to record the last handled spec in an annotation.
+# (traindeploy.io/finalizer) and to record the last handled spec in an annotation. The operator
+# reads one again when its watch lags behind a status write, or after a write conflict.
 - apiGroups: ["traindeploy.io"]
   resources: ["traindeploys"]
-  verbs: ["list", "watch", "patch"]
-# The operator writes the whole status of each TrainDeploy with a JSON patch on the status
-# subresource (Kube.replace_status).
+  verbs: ["get", "list", "watch", "patch"]
+# The operator replaces the whole status of each TrainDeploy on the status subresource, with the
+# resourceVersion it was computed from (Kube.replace_status: a PUT, refused with 409 if stale).
 - apiGroups: ["traindeploy.io"]
   resources: ["traindeploys/status"]
-  verbs: ["patch"]
+  verbs: ["update"]
 # Children carry an owner reference with blockOwnerDeletion: clusters that enforce owner
 # reference permissions (the OwnerReferencesPermissionEnforcement admission plugin, on by default
 # in OpenShift) require update on the owner's finalizers to create them.
