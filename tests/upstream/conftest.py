@@ -1,0 +1,56 @@
+"""The upstream tier: the real upstream controllers on a control plane of its own.
+
+kube-scheduler binds pods to fake Nodes that KWOK plays, and the Training Operator v1.9.2
+reconciles PyTorchJobs (see harness.upstream). The session control plane of the other tiers is
+not used here: its PyTorchJob CRD is another version's.
+
+`api_client` is overridden for this directory, so the root `namespace` fixture makes each test's
+namespace on this tier's cluster.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.controlplane import ControlPlane
+from harness.paths import OUR_CRDS
+from harness.upstream import Kwok, TrainingOperator, UPSTREAM_KCM_CONTROLLERS
+
+# Two fake GPU nodes of 8 GPUs each; the product label is what tests/children/samples.py selects.
+GPUS_PER_NODE = 8
+NODES = ("gpu-node-0", "gpu-node-1")
+NODE_LABELS = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+
+
+@pytest.fixture(scope="session")
+def upstream_control_plane(tmp_path_factory, kube_tools):
+    workdir = tmp_path_factory.mktemp("upstream-controlplane")
+    with ControlPlane(workdir=workdir, kubectl=kube_tools / "kubectl", scheduler=True,
+                      controllers=UPSTREAM_KCM_CONTROLLERS) as cp:
+        cp.install_crds(OUR_CRDS)
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def kwok(upstream_control_plane, tmp_path_factory):
+    with Kwok(upstream_control_plane, workdir=tmp_path_factory.mktemp("kwok")) as kwok:
+        for name in NODES:
+            kwok.add_node(name, cpu="32", memory="256Gi", gpus=GPUS_PER_NODE, labels=NODE_LABELS)
+        kwok.wait_nodes_ready(list(NODES))
+        yield kwok
+
+
+@pytest.fixture(scope="session")
+def training_operator(upstream_control_plane, kwok, tmp_path_factory):
+    with TrainingOperator(upstream_control_plane, workdir=tmp_path_factory.mktemp("training-operator"),
+                          schemes=("pytorchjob",)) as operator:
+        yield operator
+
+
+@pytest.fixture(scope="session")
+def api_client(upstream_control_plane):
+    from kubernetes import config
+
+    client = config.new_client_from_config(config_file=str(upstream_control_plane.kubeconfig))
+    yield client
+    client.close()
