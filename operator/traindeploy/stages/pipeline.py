@@ -36,7 +36,8 @@ def run(p: Pass) -> Result:
             run_ = client.get_run(record["runId"])
         else:
             experiment_id = client.ensure_experiment(
-                spec.get("experimentName") or f"traindeploy-{p.namespace}-{p.name}")
+                spec.get("experimentName") or f"traindeploy-{p.namespace}-{p.name}",
+                namespace=spec.get("namespace") or p.namespace)  # multi-user KFP needs the profile
             record["experimentId"] = experiment_id
             run_ = client.find_run(experiment_id, display_name)
             if run_ is None:
