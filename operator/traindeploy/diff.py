@@ -1,6 +1,7 @@
 """Compare only what you own: which of the values we set does an object lack or hold differently?
 
 Fields added by others (apiserver defaults, other controllers' defaulting webhooks) are not drift.
+A desired value of None means "must be absent" (a merge patch with null removes the field).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ def drift(desired: Any, actual: Any, path: str = "") -> list[str]:
             return [path or "."]
         found: list[str] = []
         for key, value in desired.items():
-            if key not in actual:
+            if value is None:
+                if actual.get(key) is not None:
+                    found.append(f"{path}.{key}")
+            elif key not in actual:
                 found.append(f"{path}.{key}")
             else:
                 found += drift(value, actual[key], f"{path}.{key}")
@@ -26,3 +30,12 @@ def drift(desired: Any, actual: Any, path: str = "") -> list[str]:
         return [p for i, (mine, theirs) in enumerate(zip(desired, actual))
                 for p in drift(mine, theirs, f"{path}[{i}]")]
     return [] if desired == actual else [path or "."]
+
+
+def without_nones(value: Any) -> Any:
+    """`value` without the keys whose value is None: what a create sends."""
+    if isinstance(value, dict):
+        return {k: without_nones(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nones(v) for v in value]
+    return value

@@ -24,7 +24,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from traindeploy.diff import drift
+from traindeploy.diff import drift, without_nones
 from traindeploy.secrets import decode_data
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class Kube:
             try:
                 created = self._call(f"create {kind.kind} {namespace}/{name}",
                                      self.custom.create_namespaced_custom_object,
-                                     kind.group, kind.version, namespace, kind.plural, desired)
+                                     kind.group, kind.version, namespace, kind.plural, without_nones(desired))
                 return created, "created"
             except AlreadyExists:  # created concurrently, or by a run that died before recording it
                 existing = self.get(kind, namespace, name)

@@ -13,6 +13,7 @@ import datetime as dt
 import itertools
 
 from traindeploy import kube
+from traindeploy.diff import drift, without_nones
 from traindeploy.config import OperatorConfig
 from dataclasses import dataclass
 
@@ -32,6 +33,19 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += dt.timedelta(seconds=seconds)
+
+
+def merge_patch(target, patch):
+    """RFC 7386, as the apiserver applies `application/merge-patch+json`."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
 
 
 class FakeKube:
@@ -66,14 +80,14 @@ class FakeKube:
         self._check("ensure", kind.plural, name)
         existing = self.objects.get((kind.plural, name))
         if existing is None:
-            created = copy.deepcopy(desired)
+            created = without_nones(copy.deepcopy(desired))
             created["metadata"]["resourceVersion"] = str(next(self._versions))
             self.objects[(kind.plural, name)] = created
             return copy.deepcopy(created), "created"
         changed = False
         for key in owned:
-            if key in desired and existing.get(key) != desired[key]:
-                existing[key] = copy.deepcopy(desired[key])
+            if key in desired and drift(desired[key], existing.get(key)):
+                existing[key] = merge_patch(existing.get(key), desired[key])
                 changed = True
         return copy.deepcopy(existing), "patched" if changed else "unchanged"
 

@@ -201,3 +201,15 @@ def test_manual_rollback_annotation_sends_traffic_back_once():
     again = Pass(traindeploy(rollout.spec, p.status, annotations=rollout.annotations, generation=2), rollout.env)
     rollback.manual_rollback(Serving.of(again))
     assert not again.events, "the same annotation value acts once"
+
+
+def test_a_knative_rollback_leaves_no_zero_percent_behind_for_the_next_version():
+    rollout = Rollout({"steps": [20, 100], "stepIntervalSeconds": 60, "readyTimeoutSeconds": 10}, ready=False)
+    rollout.step()
+    rollout.clock.advance(11)
+    assert isinstance(rollout.step(), Fail)
+    assert rollout.isvc()["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    rollout.ready = True
+    assert isinstance(rollout.step(), Done)  # version 1 keeps serving, the object follows the spec
+    assert "canaryTrafficPercent" not in rollout.isvc()["spec"]["predictor"]
+    assert rollout.isvc()["spec"]["predictor"]["model"]["storageUri"] == "s3://models/m/1"

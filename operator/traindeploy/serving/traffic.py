@@ -25,8 +25,9 @@ def ensure_isvc(s: Serving, name: str, version: str, storage: str, canary_percen
     meta = naming.child_metadata(p.td, name, stage="serving", annotations={naming.ANNOTATION_MODEL_VERSION: str(version)})
     desired = inferenceservice.build(meta, s.spec, storage_uri=storage, gpu_resource=p.env.config.gpu_resource,
                                      deployment_mode=s.mode if s.mode_explicit else None)
-    if canary_percent is not None:
-        desired["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
+    # Always written, None included: a merge patch keeps a field it does not name, and a rollback's
+    # 0 left behind would send no traffic to the next version.
+    desired["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
     isvc, action = p.kube(lambda: p.env.kube.ensure(INFERENCESERVICE, desired, owned=("spec",)))
     p.created(INFERENCESERVICE, name, action)
     return isvc
