@@ -213,3 +213,14 @@ def test_a_knative_rollback_leaves_no_zero_percent_behind_for_the_next_version()
     assert isinstance(rollout.step(), Done)  # version 1 keeps serving, the object follows the spec
     assert "canaryTrafficPercent" not in rollout.isvc()["spec"]["predictor"]
     assert rollout.isvc()["spec"]["predictor"]["model"]["storageUri"] == "s3://models/m/1"
+
+
+def test_a_standard_canary_answers_under_the_stable_model_name():
+    """KServe's MLServer serves a model under the InferenceService's name unless MLSERVER_MODEL_NAME
+    says otherwise (UPSTREAM.md, errata): the canary must answer /v2/models/churn/..., the path the
+    HTTPRoute sends part of the traffic of."""
+    rollout = Rollout({"steps": [25, 100], "stepIntervalSeconds": 10}, mode="Standard")
+    rollout.step()
+    canary = rollout.isvc("churn-canary")["spec"]["predictor"]["model"]
+    assert canary["env"] == [{"name": "MLSERVER_MODEL_NAME", "value": "churn"}]
+    assert "env" not in rollout.isvc()["spec"]["predictor"]["model"], "the stable variant keeps its default"

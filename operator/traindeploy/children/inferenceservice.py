@@ -29,9 +29,18 @@ DEFAULT_MIN_REPLICAS = 1
 FAILED_TRANSITIONS = ("BlockedByFailedLoad", "InvalidSpec")
 
 
+# KServe's runtime for the mlflow format: MLServer, which serves the model under
+# MLSERVER_MODEL_NAME. KServe's defaulter sets it to the InferenceService's name only when it is
+# not set (SetMlServerDefaults with AppendEnvVarIfNotExists, v0.15 to v0.20), and KServe's own
+# routing reads it too (GetModelName).
+MLSERVER_FORMATS = ("mlflow",)
+MLSERVER_RUNTIME = "kserve-mlserver"
+
+
 def build(meta: dict, serving: dict, *, storage_uri: str, gpu_resource: str,
-          deployment_mode: str | None = None) -> dict:
-    """The whole InferenceService for one model version."""
+          deployment_mode: str | None = None, served_model_name: str | None = None) -> dict:
+    """The whole InferenceService for one model version. `served_model_name` makes MLServer answer
+    under that name rather than this object's (a canary answers the stable variant's paths)."""
     if not storage_uri:
         raise ValueError("an InferenceService needs a storage URI")
     if deployment_mode is not None and deployment_mode not in DEPLOYMENT_MODES:
@@ -50,6 +59,9 @@ def build(meta: dict, serving: dict, *, storage_uri: str, gpu_resource: str,
     if serving.get("runtime"):
         model["runtime"] = serving["runtime"]
     model["storageUri"] = storage_uri
+    if served_model_name and model_format["name"] in MLSERVER_FORMATS and \
+            serving.get("runtime") in (None, MLSERVER_RUNTIME):
+        model["env"] = [{"name": "MLSERVER_MODEL_NAME", "value": served_model_name}]
     resources = resources_with_gpus(serving.get("resources"), serving.get("gpus") or 0, gpu_resource)
     if resources:
         model["resources"] = resources

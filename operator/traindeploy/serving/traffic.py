@@ -24,7 +24,8 @@ def ensure_isvc(s: Serving, name: str, version: str, storage: str, canary_percen
     p = s.p
     meta = naming.child_metadata(p.td, name, stage="serving", annotations={naming.ANNOTATION_MODEL_VERSION: str(version)})
     desired = inferenceservice.build(meta, s.spec, storage_uri=storage, gpu_resource=p.env.config.gpu_resource,
-                                     deployment_mode=s.mode if s.mode_explicit else None)
+                                     deployment_mode=s.mode if s.mode_explicit else None,
+                                     served_model_name=s.name if name != s.name else None)
     # Always written, None included: a merge patch keeps a field it does not name, and a rollback's
     # 0 left behind would send no traffic to the next version.
     desired["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
