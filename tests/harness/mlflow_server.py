@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -27,7 +28,11 @@ log = logging.getLogger(__name__)
 
 
 class MlflowServer:
-    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, port: int | None = None,
+                 admin_password: str | None = None) -> None:
+        """With `admin_password`, the server runs MLflow's basic-auth app: every request needs the
+        user `admin` and that password (or a user the test creates)."""
+        self.admin_password = admin_password
         self._owns_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="traindeploy-mlflow-"))
         self.port = port or processes.free_port()
@@ -50,8 +55,18 @@ class MlflowServer:
             raise RuntimeError(f"{mlflow} not found: install the test extras (pip install -e '.[test]')")
         started = time.monotonic()
         env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+        auth = []
+        if self.admin_password:
+            config = self.workdir / "basic_auth.ini"
+            config.write_text("[mlflow]\ndefault_permission = READ\n"
+                              f"database_uri = sqlite:///{self.workdir / 'auth.db'}\n"
+                              f"admin_username = admin\nadmin_password = {self.admin_password}\n"
+                              "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+            env.update({"MLFLOW_AUTH_CONFIG_PATH": str(config),
+                        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
+            auth = ["--app-name", "basic-auth"]
         self._proc = processes.start([
-            str(mlflow), "server",
+            str(mlflow), "server", *auth,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--backend-store-uri", f"sqlite:///{self.workdir / 'mlflow.db'}",
             # Clients upload artifacts through the server, as trainers in pods would.
