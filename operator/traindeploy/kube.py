@@ -98,6 +98,12 @@ def classify(what: str, error: ApiException) -> KubeError:
     return Refused(*args)
 
 
+# etcd's default request limit (--max-request-bytes, 1.5 MiB). A larger object is answered with
+# HTTP 500 and no Status reason (gRPC ResourceExhausted), which reads like an outage: such an
+# object is refused here, before it is sent, so the cycle fails instead of retrying forever.
+MAX_OBJECT_BYTES = 1572864
+
+
 @dataclass(frozen=True)
 class Kind:
     group: str
@@ -144,6 +150,10 @@ class Kube:
         unchanged."""
         meta = desired["metadata"]
         namespace, name = meta["namespace"], meta["name"]
+        size = len(json.dumps(desired, separators=(",", ":")))
+        if size > MAX_OBJECT_BYTES:
+            raise Refused(f"create or patch {kind.kind} {namespace}/{name}",
+                          f"the object is too large for etcd ({size} bytes, at most {MAX_OBJECT_BYTES})", 413)
         existing = self.get(kind, namespace, name)
         if existing is None:
             try:

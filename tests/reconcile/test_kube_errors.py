@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 
 from harness import processes
 from traindeploy import kube
@@ -65,6 +66,19 @@ def test_an_object_the_apiserver_finds_invalid_names_the_field(api_client, names
     assert any("backoffLimit" in field for field in invalid.value.fields)
     result = _as_result(Kube(api_client), lambda: Kube(api_client).ensure(PYTORCHJOB, bad))
     assert isinstance(result, Fail) and result.reason == "InvalidSpec" and "backoffLimit" in result.message
+
+
+def test_an_object_too_large_for_etcd_fails_instead_of_reading_as_an_outage(api_client, namespace):
+    """The apiserver answers such an object with HTTP 500 and no reason (gRPC ResourceExhausted)."""
+    big = _job(namespace, "big")
+    big["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "X", "value": "y" * (2 * 1024 * 1024)}]
+    with pytest.raises(ApiException) as answered:  # what the apiserver says when it is sent anyway
+        client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+            "kubeflow.org", "v1", namespace, "pytorchjobs", big)
+    assert answered.value.status == 500
+    result = _as_result(Kube(api_client), lambda: Kube(api_client).ensure(PYTORCHJOB, big))
+    assert isinstance(result, Fail) and result.reason == "KubernetesRefused" and "too large" in result.message
 
 
 def test_an_object_too_large_for_the_apiserver_fails_with_its_message(api_client, namespace):
