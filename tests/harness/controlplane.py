@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import secrets
-import shutil
 import signal
 import ssl
 import subprocess
@@ -40,7 +39,7 @@ log = logging.getLogger(__name__)
 KCM_CONTROLLERS = "garbage-collector-controller,namespace-controller"
 
 
-class ControlPlane:
+class ControlPlane(processes.LocalServer):
     def __init__(self, workdir: Path | None = None, bin_dir: Path | None = None,
                  kubectl: Path | None = None, *, scheduler: bool = False,
                  controllers: str = KCM_CONTROLLERS) -> None:
@@ -64,14 +63,6 @@ class ControlPlane:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self, timeout: float = 120.0) -> "ControlPlane":
-        try:
-            self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
     def _start(self, timeout: float) -> None:
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -81,19 +72,6 @@ class ControlPlane:
         if self.scheduler:
             self._start_scheduler(timeout)
         log.info("control plane up at %s in %.1fs", self.server, time.monotonic() - started)
-
-    def stop(self) -> None:
-        for proc in reversed(self._procs):
-            processes.stop(proc)
-        self._procs.clear()
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> "ControlPlane":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- components ----------------------------------------------------------------------------
 

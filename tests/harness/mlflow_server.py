@@ -12,7 +12,6 @@ import argparse
 import logging
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from harness import processes
 log = logging.getLogger(__name__)
 
 
-class MlflowServer:
+class MlflowServer(processes.LocalServer):
     def __init__(self, workdir: Path | None = None, port: int | None = None,
                  admin_password: str | None = None) -> None:
         """With `admin_password`, the server runs MLflow's basic-auth app: every request needs the
@@ -37,7 +36,7 @@ class MlflowServer:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="traindeploy-mlflow-"))
         self.port = port or processes.free_port()
         self.logfile = self.workdir / "mlflow.log"
-        self._proc: subprocess.Popen | None = None
+        self._procs: list[subprocess.Popen] = []
 
     @property
     def url(self) -> str:
@@ -47,7 +46,7 @@ class MlflowServer:
     def artifacts_dir(self) -> Path:
         return self.workdir / "artifacts"
 
-    def start(self, timeout: float = 120.0) -> "MlflowServer":
+    def _start(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.artifacts_dir.mkdir(exist_ok=True)
         mlflow = Path(sys.executable).with_name("mlflow")
@@ -65,7 +64,7 @@ class MlflowServer:
             env.update({"MLFLOW_AUTH_CONFIG_PATH": str(config),
                         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)})
             auth = ["--app-name", "basic-auth"]
-        self._proc = processes.start([
+        proc = processes.start([
             str(mlflow), "server", *auth,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--backend-store-uri", f"sqlite:///{self.workdir / 'mlflow.db'}",
@@ -73,31 +72,14 @@ class MlflowServer:
             "--artifacts-destination", self.artifacts_dir.as_uri(),
             "--workers", "1",
         ], self.logfile, env=env, cwd=self.workdir)
-        try:
-            processes.wait_until(self._healthy, timeout, "mlflow server", self._proc, self.logfile,
-                                 interval=0.5)
-        except BaseException:
-            self.stop()
-            raise
+        self._procs.append(proc)
+        processes.wait_until(self._healthy, timeout, "mlflow server", proc, self.logfile, interval=0.5)
         log.info("mlflow server up at %s in %.1fs", self.url, time.monotonic() - started)
-        return self
 
     def _healthy(self) -> bool:
         with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
             return response.status == 200
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            processes.stop(self._proc)
-            self._proc = None
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> "MlflowServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

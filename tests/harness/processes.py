@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -99,3 +100,43 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class LocalServer:
+    """A server the tests run as child processes. Subclasses set `workdir`, `_owns_workdir` and
+    `_procs` (what they started, in order) and implement `_start(timeout)`; `start()` stops what
+    a failed start left running, `stop()` ends the processes last first and removes a workdir the
+    server made itself."""
+
+    workdir: Path
+    _owns_workdir: bool = False
+    _procs: list[subprocess.Popen]
+
+    def _start(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 120.0):
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _before_stop(self) -> None:
+        """What to undo while the processes still run (for example, a webhook registration)."""
+
+    def stop(self) -> None:
+        if self._procs:
+            self._before_stop()
+        for proc in reversed(self._procs):
+            stop(proc)
+        self._procs.clear()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

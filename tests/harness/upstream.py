@@ -113,7 +113,7 @@ EXIT_STAGES = (
 )
 
 
-class Kwok:
+class Kwok(processes.LocalServer):
     """KWOK's controller against `cp`: it manages the Nodes made with `add_node`."""
 
     def __init__(self, cp: ControlPlane, workdir: Path | None = None, bin_dir: Path | None = None) -> None:
@@ -123,9 +123,9 @@ class Kwok:
         self.bin_dir = bin_dir or tools.kwok_bin_dir()
         self.module_dir = tools.go_module_dir(tools.KWOK, KWOK_MODULE_PATH)
         self.logfile = self.workdir / "kwok.log"
-        self._proc: subprocess.Popen | None = None
+        self._procs: list[subprocess.Popen] = []
 
-    def start(self, timeout: float = 60.0) -> "Kwok":
+    def _start(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         ours = self.workdir / "traindeploy-stages.yaml"
         ours.write_text(yaml.safe_dump_all(EXIT_STAGES, sort_keys=False))
@@ -144,27 +144,11 @@ class Kwok:
                 f"--server-address=127.0.0.1:{port}"]
         # HOME: KWOK would also read ~/.kwok/kwok.yaml; the tests use only the Stages above.
         env = {"HOME": str(self.workdir), "PATH": "/usr/bin:/bin"}
-        self._proc = processes.start(argv, self.logfile, env=env)
-        try:
-            processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), timeout,
-                                 "kwok /healthz", self._proc, self.logfile)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        proc = processes.start(argv, self.logfile, env=env)
+        self._procs.append(proc)
+        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), timeout,
+                             "kwok /healthz", proc, self.logfile)
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            processes.stop(self._proc)
-            self._proc = None
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> "Kwok":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def add_node(self, name: str, *, cpu: str = "32", memory: str = "256Gi", gpus: int = 0,
                  pods: str = "110", labels: dict[str, str] | None = None) -> dict:
@@ -189,7 +173,7 @@ class Kwok:
             by_name = {node["metadata"]["name"]: node for node in nodes}
             return all(name in by_name and _node_schedulable(by_name[name]) for name in names)
 
-        processes.wait_until(ready, timeout, f"nodes {names} Ready and untainted", self._proc, self.logfile)
+        processes.wait_until(ready, timeout, f"nodes {names} Ready and untainted", self._procs[0], self.logfile)
 
     @staticmethod
     def end_pod(core_api, namespace: str, name: str, exit_code: int = 0) -> None:
@@ -205,7 +189,7 @@ def _node_schedulable(node: dict) -> bool:
         taint.get("key", "").startswith("node.kubernetes.io/") for taint in taints)
 
 
-class TrainingOperator:
+class TrainingOperator(processes.LocalServer):
     """The Training Operator v1 against `cp`, with only the given job kinds enabled.
 
     It installs those kinds' CRDs from the module, serves its validating webhook on 127.0.0.1
@@ -223,20 +207,12 @@ class TrainingOperator:
         self.schemes = schemes
         self.logfile = self.workdir / "training-operator.log"
         self.webhook_configuration = "traindeploy-test-training-operator"
-        self._proc: subprocess.Popen | None = None
+        self._procs: list[subprocess.Popen] = []
 
     @property
     def crd_files(self) -> list[Path]:
         return [self.module_dir / "manifests" / "base" / "crds" / f"kubeflow.org_{scheme}s.yaml"
                 for scheme in self.schemes]
-
-    def start(self, timeout: float = 120.0) -> "TrainingOperator":
-        try:
-            self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _start(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -257,9 +233,10 @@ class TrainingOperator:
                 "--metrics-bind-address=0",
                 "--zap-log-level=info", "--zap-devel=false"]
         env = {"KUBECONFIG": str(self.cp.kubeconfig), "HOME": str(self.workdir), "PATH": "/usr/bin:/bin"}
-        self._proc = processes.start(argv, self.logfile, env=env)
+        proc = processes.start(argv, self.logfile, env=env)
+        self._procs.append(proc)
         processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
-                             "training-operator /readyz", self._proc, self.logfile)
+                             "training-operator /readyz", proc, self.logfile)
         self._register_webhook(webhook_port, (certs / "tls.crt").read_bytes())
 
     def _register_webhook(self, port: int, ca: bytes) -> None:
@@ -297,23 +274,12 @@ class TrainingOperator:
             return (result.returncode != 0
                     and "validator.pytorchjob.training-operator.kubeflow.org" in result.stderr)
 
-        processes.wait_until(refused, timeout, "the PyTorchJob webhook to be enforced", self._proc,
+        processes.wait_until(refused, timeout, "the PyTorchJob webhook to be enforced", self._procs[0],
                              self.logfile)
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            self.cp.kubectl_run("delete", "validatingwebhookconfiguration", self.webhook_configuration,
-                                "--ignore-not-found", check=False, timeout=30)
-            processes.stop(self._proc)
-            self._proc = None
-        if self._owns_workdir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> "TrainingOperator":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def _before_stop(self) -> None:
+        self.cp.kubectl_run("delete", "validatingwebhookconfiguration", self.webhook_configuration,
+                            "--ignore-not-found", check=False, timeout=30)
 
 
 def _http_ok(url: str) -> bool:
