@@ -86,7 +86,7 @@ async def reconcile_loop(body: kopf.Body, uid: str, stopped: kopf.DaemonStopped,
     loop = _loops.setdefault(uid, _Loop())
     env: Environment = memo.env
     try:
-        if _up_to_date(body):
+        if env.config.startup_spread > 0 and _up_to_date(body):
             # After a restart every daemon starts at once, in list order: those whose status is
             # current wait a random moment, so objects that need work (new ones, changed specs)
             # go first and the rest share the workers evenly. Any change wakes them at once.

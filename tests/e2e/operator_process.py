@@ -20,7 +20,7 @@ TEST_SETTINGS = {
     "TRAINDEPLOY_POLL_INTERVAL": "1",
     "TRAINDEPLOY_RESYNC_INTERVAL": "30",
     "TRAINDEPLOY_DEADLINE_GRACE": "1",
-    "TRAINDEPLOY_STARTUP_SPREAD": "0.5",
+    "TRAINDEPLOY_STARTUP_SPREAD": "0",
     # The MLflow client library is not used by the operator, but keep any child tools quick.
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
 }
