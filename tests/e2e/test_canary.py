@@ -200,7 +200,8 @@ def test_restart_mid_rollout_resumes_at_the_same_step(api_client, namespace, pla
                                                       model_name):
     with KnativePlayer(api_client, namespace, "churn") as kserve:
         body = canary_td(model_name, "Knative", steps=[10, 50, 100])
-        body["spec"]["serving"]["canary"]["stepIntervalSeconds"] = 6
+        # Long enough that a kill, a restart (about 4 s on 2 cores) and the 2 s below stay inside it.
+        body["spec"]["serving"]["canary"]["stepIntervalSeconds"] = 12
         serve_first_version(api_client, namespace, players, body)
         retrain(api_client, namespace, players, "r1", "churn-g1r1-train")
         players.wait_td("churn", lambda td: (td.get("status", {}).get("rollout") or {}).get("weight") == 50,

@@ -26,10 +26,15 @@ def ensure_isvc(s: Serving, name: str, version: str, storage: str, canary_percen
     desired = inferenceservice.build(meta, s.spec, storage_uri=storage, gpu_resource=p.env.config.gpu_resource,
                                      deployment_mode=s.mode if s.mode_explicit else None,
                                      served_model_name=s.name if name != s.name else None)
-    # Always written, None included: a merge patch keeps a field it does not name, and a rollback's
-    # 0 left behind would send no traffic to the next version.
-    desired["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
+    if canary_percent is not None:
+        desired["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
     isvc, action = p.kube(lambda: p.env.kube.ensure(INFERENCESERVICE, desired, owned=("spec",)))
+    left = isvc["spec"]["predictor"].get("canaryTrafficPercent")
+    if canary_percent is None and left is not None and left < 100:
+        # A merge patch keeps a field it does not name: a rollback's 0 left behind would send no
+        # traffic to what this object serves now. None removes it (null in the merge patch).
+        desired["spec"]["predictor"]["canaryTrafficPercent"] = None
+        isvc, _ = p.kube(lambda: p.env.kube.ensure(INFERENCESERVICE, desired, owned=("spec",)))
     p.created(INFERENCESERVICE, name, action)
     return isvc
 
