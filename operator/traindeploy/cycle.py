@@ -41,11 +41,9 @@ def start_if_needed(p: Pass) -> float | None:
     retrain = 0
     if decision.start != "spec":
         retrain = previous.get("retrain", 0) + 1 if previous.get("generation") == generation else 1
-    label = triggers.cycle_label(generation, retrain)
-    p.status["cycle"] = {"generation": generation, "specHash": lc.training_spec_hash(p.spec), "startedAt": p.now,
-                         "trigger": decision.start, "retrain": retrain, "label": label}
-    if (p.status.get("retrain") or {}).get("lastToken"):
-        p.status["cycle"]["retrainToken"] = p.status["retrain"]["lastToken"]
+    p.status["cycle"] = triggers.cycle_record(generation, retrain, lc.training_spec_hash(p.spec), p.now,
+                                              decision.start, (p.status.get("retrain") or {}).get("lastToken"))
+    label = p.status["cycle"]["label"]
     for key in lc.CYCLE_STATUS_KEYS:
         p.status.pop(key, None)
     p.status["conditions"] = [c for c in p.status.get("conditions", []) if c["type"] in KEPT_CONDITIONS]

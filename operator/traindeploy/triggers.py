@@ -36,6 +36,22 @@ def cycle_label(generation: int, retrain: int) -> str:
     return f"g{generation}" + (f"r{retrain}" if retrain else "")
 
 
+def parse_cycle_label(label: str) -> tuple[int, int]:
+    """(generation, retrain) of a cycle label: g3r2 -> (3, 2); orders cycles oldest first."""
+    generation, _, retrain = label.removeprefix("g").partition("r")
+    return int(generation or 0), int(retrain or 0)
+
+
+def cycle_record(generation: int, retrain: int, spec_hash: str, started_at: str, trigger: str,
+                 retrain_token: str | None) -> dict:
+    """status.cycle. `retrain_token`: the retrain token already acted on when the cycle started."""
+    record = {"generation": generation, "specHash": spec_hash, "startedAt": started_at, "trigger": trigger,
+              "retrain": retrain, "label": cycle_label(generation, retrain)}
+    if retrain_token:
+        record["retrainToken"] = retrain_token
+    return record
+
+
 def decide(spec: dict, annotations: dict[str, str], status: dict, now: dt.datetime) -> CycleDecision:
     retrain = dict(status.get("retrain") or {})
     cycle = status.get("cycle") or {}

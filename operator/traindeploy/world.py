@@ -13,7 +13,7 @@ The retrain token a cycle started after is recorded on its children, so no token
 from __future__ import annotations
 
 from traindeploy import lifecycle as lc
-from traindeploy import naming
+from traindeploy import naming, triggers
 from traindeploy.children import httproute
 from traindeploy.context import Pass
 from traindeploy.results import Fail
@@ -39,11 +39,6 @@ def _owned(p: Pass, items: list[dict]) -> list[dict]:
     return [item for item in items if naming.owner_uid(item) == p.meta["uid"]]
 
 
-def _cycle_order(label: str) -> tuple[int, int]:
-    generation, _, retrain = label.removeprefix("g").partition("r")
-    return int(generation or 0), int(retrain or 0)
-
-
 def _rebuild_cycle(p: Pass) -> None:
     selector = f"{naming.LABEL_NAME}={p.name}"
     kind, _ = BACKENDS[(p.spec.get("training") or {}).get("backend", "PyTorchJob")]
@@ -53,17 +48,16 @@ def _rebuild_cycle(p: Pass) -> None:
     labelled = [c for c in children if (c["metadata"].get("labels") or {}).get(naming.LABEL_CYCLE)]
     if not labelled:
         return
-    newest = max(labelled, key=lambda c: _cycle_order(c["metadata"]["labels"][naming.LABEL_CYCLE]))
+    newest = max(labelled, key=lambda c: triggers.parse_cycle_label(c["metadata"]["labels"][naming.LABEL_CYCLE]))
     if (newest["metadata"].get("annotations") or {}).get(naming.ANNOTATION_SPEC_HASH) != lc.training_spec_hash(p.spec):
         return  # the spec changed since: a new cycle is due anyway
     label = newest["metadata"]["labels"][naming.LABEL_CYCLE]
-    generation, retrain = _cycle_order(label)
+    generation, retrain = triggers.parse_cycle_label(label)
     token = (newest["metadata"].get("annotations") or {}).get(naming.ANNOTATION_RETRAIN_TOKEN)
-    p.status["cycle"] = {"generation": generation, "specHash": lc.training_spec_hash(p.spec),
-                         "startedAt": newest["metadata"].get("creationTimestamp") or p.now,
-                         "trigger": "spec" if retrain == 0 else RECOVERED, "retrain": retrain, "label": label}
+    p.status["cycle"] = triggers.cycle_record(generation, retrain, lc.training_spec_hash(p.spec),
+                                              newest["metadata"].get("creationTimestamp") or p.now,
+                                              "spec" if retrain == 0 else RECOVERED, token)
     if token:  # acted on before this cycle started: not a request to train again
-        p.status["cycle"]["retrainToken"] = token
         p.status.setdefault("retrain", {}).setdefault("lastToken", token)
     p.event("Normal", "StatusRebuilt", f"Found training cycle {label} from its children; status was rebuilt.")
 
