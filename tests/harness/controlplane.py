@@ -134,47 +134,37 @@ class ControlPlane(processes.LocalServer):
                              proc, logfile)
 
     def _start_controller_manager(self, timeout: float) -> None:
-        kubeconfig = self.workdir / "kube-controller-manager.kubeconfig"
-        self._write_kubeconfig(kubeconfig, "system:kube-controller-manager", self._kcm_token)
+        self._start_component("kube-controller-manager", "system:kube-controller-manager", self._kcm_token,
+                              "kcm-certs", timeout, [f"--controllers={self.controllers}",
+                                                     "--use-service-account-credentials=false"])
+
+    def _start_scheduler(self, timeout: float) -> None:
+        self._start_component("kube-scheduler", "system:kube-scheduler", self._scheduler_token,
+                              "scheduler-certs", timeout, [])
+
+    def _start_component(self, binary: str, user: str, token: str, cert_dir: str, timeout: float,
+                         flags: list[str]) -> None:
+        """A component that talks to the apiserver as `user` and serves /healthz on 127.0.0.1."""
+        kubeconfig = self.workdir / f"{binary}.kubeconfig"
+        self._write_kubeconfig(kubeconfig, user, token)
         port = processes.free_port()
-        logfile = self.workdir / "kube-controller-manager.log"
+        logfile = self.workdir / f"{binary}.log"
         proc = processes.start([
-            str(self.bin_dir / "kube-controller-manager"),
+            str(self.bin_dir / binary),
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
-            f"--controllers={self.controllers}",
+            *flags,
             "--leader-elect=false",
             "--bind-address=127.0.0.1", f"--secure-port={port}",
-            f"--cert-dir={self.workdir / 'kcm-certs'}",
-            "--use-service-account-credentials=false",
+            f"--cert-dir={self.workdir / cert_dir}",
             # Tests delete owners often; the default client rate would make collection lag.
             "--kube-api-qps=100", "--kube-api-burst=200",
             "--v=1",
         ], logfile)
         self._procs.append(proc)
         processes.wait_until(lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", insecure=True),
-                             timeout, "kube-controller-manager /healthz", proc, logfile)
-
-    def _start_scheduler(self, timeout: float) -> None:
-        kubeconfig = self.workdir / "kube-scheduler.kubeconfig"
-        self._write_kubeconfig(kubeconfig, "system:kube-scheduler", self._scheduler_token)
-        port = processes.free_port()
-        logfile = self.workdir / "kube-scheduler.log"
-        proc = processes.start([
-            str(self.bin_dir / "kube-scheduler"),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1", f"--secure-port={port}",
-            f"--cert-dir={self.workdir / 'scheduler-certs'}",
-            "--kube-api-qps=100", "--kube-api-burst=200",
-            "--v=1",
-        ], logfile)
-        self._procs.append(proc)
-        processes.wait_until(lambda: _http_ok(f"https://127.0.0.1:{port}/healthz", insecure=True),
-                             timeout, "kube-scheduler /healthz", proc, logfile)
+                             timeout, f"{binary} /healthz", proc, logfile)
 
     # -- helpers -------------------------------------------------------------------------------
 
