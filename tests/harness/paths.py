@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from traindeploy.dev.venvs import cache_dir  # noqa: F401 - the harness shares the dev cache
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTROLPLANE_MODULE = REPO_ROOT / "tests" / "controlplane"
 # The upstream tier's Go wrapper modules, one per upstream project (their library versions differ).
@@ -14,14 +16,6 @@ OUR_CRDS = REPO_ROOT / "crds"
 
 UPSTREAM_CRDS_ENV = "TRAINDEPLOY_UPSTREAM_CRDS"
 WORKSPACE_UPSTREAM_CRDS = Path("/work/shared/crds/upstream")
-
-
-def cache_dir() -> Path:
-    """Binaries and downloads outlive a checkout: they sit in the user's cache, keyed by content."""
-    root = os.environ.get("TRAINDEPLOY_CACHE")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "traindeploy"
 
 
 def upstream_crds_dir() -> Path:

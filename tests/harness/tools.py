@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -26,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.paths import CONTROLPLANE_MODULE, KWOK_MODULE, TRAINING_OPERATOR_MODULE, cache_dir
+from traindeploy.dev.venvs import locked
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +38,7 @@ KUBECTL_LAYER_INTEGRITY = ("sha512-xfWArNU0MvErnJNKAT3SxDM5W/RqGQydd6cTCR3AEsR46
                            "EV1kNW7LBQIv2OXTEiKd1A==")
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """One build at a time per cache entry, across processes (parallel pytest runs, make run)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+_locked = locked  # one build at a time per cache entry, across processes
 
 
 @dataclasses.dataclass(frozen=True)
