@@ -143,6 +143,11 @@ def history(run: dict) -> list[str]:
     return [entry["state"] for entry in run.get("state_history", [])]
 
 
+def tasks(run: dict) -> dict[str, list[str]]:
+    """task name -> its state history, from run_details.task_details."""
+    return {task["display_name"]: history(task) for task in run["run_details"]["task_details"]}
+
+
 # -- runs ------------------------------------------------------------------------------------------
 
 def test_a_pipeline_runs_to_succeeded_through_the_operators_client(endpoint, client, packages, tmp_path):
@@ -163,6 +168,8 @@ def test_a_pipeline_runs_to_succeeded_through_the_operators_client(endpoint, cli
     assert run["runtime_config"]["parameters"]["a"] == 2
     assert phases[-1] == SUCCEEDED and set(phases) <= {PENDING, RUNNING, SUCCEEDED}
     assert kfp.run_state(run).reason == "RunSucceeded"
+    assert tasks(run) == {"add": ["RUNNING", "SUCCEEDED"], "record": ["RUNNING", "SUCCEEDED"]}
+    assert all(t["end_time"] >= t["start_time"] != EPOCH for t in run["run_details"]["task_details"])
     # The components really ran: the second one wrote the first one's sum.
     assert out.read_text() == "7"
     result = json.loads((endpoint.run_dir(run["run_id"]) / "result.json").read_text())
@@ -187,6 +194,7 @@ def test_a_failing_component_fails_the_run_with_its_error(endpoint, client, pack
     assert history(run) == ["PENDING", "RUNNING", "FAILED"]
     assert run["error"]["code"] == 2 and run["finished_at"] != EPOCH
     assert run["state_history"][-1]["error"] == run["error"]
+    assert tasks(run) == {"add": ["RUNNING", "SUCCEEDED"], "record": ["RUNNING", "FAILED"]}
     state = kfp.run_state(run)
     assert (state.phase, state.reason) == (FAILED, "RunFailed")
     # The message names the failed task, the component's own exception and where the log is.
@@ -207,6 +215,7 @@ def test_terminate_cancels_the_run_and_ends_its_processes(endpoint, client, pack
     run, _ = wait_for(client, created["run_id"], {"CANCELED"}, timeout=15)
     assert history(run) == ["PENDING", "RUNNING", "CANCELING", "CANCELED"]
     assert run["finished_at"] != EPOCH
+    assert tasks(run) == {"linger": ["RUNNING", "CANCELED"]}
     state = kfp.run_state(run)
     assert (state.phase, state.reason) == (FAILED, "RunCanceled")
     deadline = time.monotonic() + 5
@@ -304,6 +313,16 @@ def test_errors_are_typed_like_the_kfp_server(endpoint, client, packages):
     assert bad_filter.status_code == 400
     # No run was made by any of these.
     assert client.find_run(experiment_id, "td-x") is None
+
+
+def test_the_root_page_lists_runs_with_their_directories(endpoint, client, packages):
+    experiment_id = client.ensure_experiment("td-dev-index")
+    run_id = client.create_run(experiment_id, "td-x-index", packages["tiny"], {})["run_id"]
+    page = requests.get(endpoint.url + "/", timeout=5)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/plain")
+    assert run_id in page.text and str(endpoint.run_dir(run_id)) in page.text
+    client.terminate_run(run_id)
+    wait_for(client, run_id, kfp_terminal(), timeout=15)
 
 
 def test_lists_page_and_omit_empty_fields(endpoint, client):

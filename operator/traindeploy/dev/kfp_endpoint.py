@@ -17,7 +17,10 @@ and the run moves through the states a KFP server reports:
 Each run has a directory `<workdir>/runs/<run_id>/`: `pipeline.yaml` and `parameters.json` as run,
 `log.txt` (the runner's and every task's output), `outputs/` (kfp.local's pipeline root: one folder
 per task with its artifacts and executor output) and `result.json` (final state and the pipeline's
-outputs). Its path is logged when the run starts and named in a failed run's error message.
+outputs). Its path is logged when the run starts and named in a failed run's error message; GET /
+lists every run with its directory. `runtime_config.pipeline_root` is kept but not used: outputs
+always go to the run's directory. Deleting a run forgets it and leaves its files.
+`run_details.task_details` has one entry per task the runner started, with its own states.
 
 The wire is what kfp-server-api models and the real gateway write: snake_case keys, unset and
 empty fields left out, timestamps RFC 3339 at whole seconds (`finished_at` is the epoch until the
@@ -26,6 +29,9 @@ server (`multi_user: false`): a namespace on an experiment or a list is accepted
 the real single-user server does. Experiments and runs are kept in `<workdir>/state.json`, so an
 endpoint started again on the same workdir knows its runs; a run that was still going when the
 endpoint stopped is FAILED.
+
+It binds 127.0.0.1 and asks for no credentials: whoever can reach it can run code (a pipeline is
+code), so keep it on loopback.
 
 Served: healthz; experiments list, create, get; runs list, create (inline `pipeline_spec` only),
 get, terminate, archive, unarchive, delete. Anything else under /apis/v2beta1 answers 404.
@@ -147,17 +153,23 @@ def _camel(name: str) -> str:
 
 # --- rendering: the gateway leaves unset fields out ---------------------------------------------
 
-def _render(record: dict, times: frozenset[str] = _TIME_FIELDS) -> dict:
+# Timestamps of the messages served (kept as whole seconds); messages rendered field by field.
+# Everything else (pipeline_spec, runtime_config, error) is passed through as it is.
+_TIMESTAMPS = _TIME_FIELDS | {"update_time", "create_time", "start_time", "end_time"}
+_MESSAGES = frozenset({"state_history", "run_details", "task_details"})
+
+
+def _render(record: dict) -> dict:
     out: dict[str, Any] = {}
     for key, value in record.items():
         if key.startswith("_"):
             continue
-        if key in times:
+        if key in _TIMESTAMPS:
             out[key] = rfc3339(int(value))  # always-set timestamps appear even at the epoch
-        elif key == "state_history":
-            out[key] = [_render(entry, frozenset({"update_time"})) for entry in value]
         elif value in ("", None, [], {}, "RUNTIME_STATE_UNSPECIFIED") or (type(value) is int and value == 0):
             continue
+        elif key in _MESSAGES:
+            out[key] = [_render(v) for v in value] if isinstance(value, list) else _render(value)
         else:
             out[key] = value
     return out
@@ -444,6 +456,20 @@ class KfpEndpoint:
 
     # -- requests --
 
+    def index(self) -> str:
+        """GET /: the runs in plain words (the operator links runs to <endpoint>/#/runs/details/<id>,
+        the KFP UI's address; the fragment never reaches a server, so this page lists them all)."""
+        with self._lock:
+            runs = sorted(self._runs.values(), key=lambda r: r["created_at"], reverse=True)
+            lines = [f"Local KFP endpoint (kfp.local); API at {API}; {len(runs)} runs, newest first", ""]
+            for run in runs:
+                lines.append(f"{rfc3339(run['created_at'])}  {run['state']:<10} {run['display_name']}  "
+                             f"{run['run_id']}")
+                lines.append(f"    {self.run_dir(run['run_id'])}")
+                if run.get("error"):
+                    lines.append(f"    {run['error']['message']}")
+        return "\n".join(lines) + "\n"
+
     def handle(self, method: str, path: str, query: dict[str, str], raw: bytes) -> tuple[int, dict]:
         try:
             return 200, self._route(method, path, query, raw)
@@ -490,7 +516,7 @@ class KfpEndpoint:
             records = list(self._experiments.values())
             page, total, token = _page(records, query, _EXPERIMENT_KEYS, "experiment_id")
             return _render({"experiments": [_render(e) for e in page], "total_size": total,
-                            "next_page_token": token}, frozenset())
+                            "next_page_token": token})
 
     def _create_experiment(self, body: dict) -> dict:
         data = _snake(body, _EXPERIMENT_FIELDS, "V2beta1Experiment")
@@ -520,7 +546,7 @@ class KfpEndpoint:
                 records = [r for r in records if r["experiment_id"] == experiment_id]
             page, total, token = _page(records, query, _RUN_KEYS, "run_id")
             return _render({"runs": [_render(r) for r in page], "total_size": total,
-                            "next_page_token": token}, frozenset())
+                            "next_page_token": token})
 
     def _get_run(self, run_id: str) -> dict:
         with self._lock:
@@ -549,7 +575,7 @@ class KfpEndpoint:
         if not isinstance(parameters, dict):
             raise ApiError(INVALID_ARGUMENT, "runtime_config.parameters must be an object")
         with self._lock:
-            experiment_id = data.get("experiment_id") or query.get("experiment_id", "")
+            experiment_id = str(data.get("experiment_id") or query.get("experiment_id", ""))
             if experiment_id:
                 experiment = self._experiment(experiment_id)
             else:
@@ -639,6 +665,7 @@ class KfpEndpoint:
             run = self._runs.get(run_id)
             if run is None or run["state"] != "PENDING" or self._stopping:
                 self._finish_unstarted(run)
+                self._threads.pop(run_id, None)
                 return
             self._executing += 1
         try:
@@ -647,6 +674,7 @@ class KfpEndpoint:
             with self._lock:
                 self._executing -= 1
                 self._processes.pop(run_id, None)
+                self._threads.pop(run_id, None)
                 self._slots.notify_all()
 
     def _finish_unstarted(self, run: dict | None) -> None:
@@ -695,7 +723,9 @@ class KfpEndpoint:
                     continue
                 if not isinstance(message, dict):
                     continue
-                if message.get("state") == "RUNNING":
+                if message.get("task"):
+                    self._task_state(run_id, str(message["task"]), str(message.get("state", "")))
+                elif message.get("state") == "RUNNING":
                     with self._lock:
                         run = self._runs.get(run_id)
                         if run is not None and run["state"] == "PENDING":
@@ -712,6 +742,29 @@ class KfpEndpoint:
                      "error": f"the KFP local runner exited with code {code} before reporting a result"}
         self._end(run_id, final, directory)
 
+    def _task_state(self, run_id: str, name: str, state: str) -> None:
+        """A task's report -> run_details.task_details, as KFP's persistence agent fills them."""
+        if state not in ("RUNNING", "SUCCEEDED", "FAILED"):
+            return
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return
+            tasks = run.setdefault("run_details", {}).setdefault("task_details", [])
+            task = next((t for t in tasks if t["display_name"] == name and t["state"] == "RUNNING"), None)
+            now = self._now()
+            if task is None:
+                task = {"run_id": run_id, "task_id": str(uuid.uuid4()), "display_name": name,
+                        "create_time": now, "start_time": now, "end_time": 0, "state": "RUNNING",
+                        "state_history": [{"update_time": now, "state": "RUNNING"}]}
+                tasks.append(task)
+            if state != task["state"]:
+                task["state"] = state
+                task["state_history"].append({"update_time": now, "state": state})
+            if state in TERMINAL_STATES:
+                task["end_time"] = now
+            self._save()
+
     def _end(self, run_id: str, final: dict, directory: Path) -> None:
         with self._lock:
             run = self._runs.get(run_id)
@@ -724,6 +777,12 @@ class KfpEndpoint:
                 error = None
                 if state == "FAILED":
                     error = f"{final.get('error') or 'the pipeline failed'} (log: {directory / 'log.txt'})"
+            now = self._now()
+            for task in (run.get("run_details") or {}).get("task_details", []):
+                if task["state"] not in TERMINAL_STATES:  # cut short with the run
+                    task["state"] = "CANCELED" if state == "CANCELED" else "FAILED"
+                    task["state_history"].append({"update_time": now, "state": task["state"]})
+                    task["end_time"] = now
             self._set_state(run, state, error)
             (directory / "result.json").write_text(json.dumps(
                 {"state": state, "error": error, "outputs": final.get("outputs", {})}, indent=2))
@@ -805,11 +864,14 @@ def _handler_for(endpoint: KfpEndpoint) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(length) if length else b""
             split = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
-            status, body = endpoint.handle(self.command, split.path, query, raw)
-            payload = json.dumps(body).encode()
+            if self.command == "GET" and split.path == "/":
+                status, payload, kind = 200, endpoint.index().encode(), "text/plain; charset=utf-8"
+            else:
+                status, body = endpoint.handle(self.command, split.path, query, raw)
+                payload, kind = json.dumps(body).encode(), "application/json"
             try:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)

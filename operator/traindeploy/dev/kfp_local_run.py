@@ -12,6 +12,7 @@ own output, and the components', is this process's stdout, which the endpoint se
 log file):
 
     {"state": "RUNNING"}                                       the SDK is loaded, the pipeline starts
+    {"task": "make-dataset", "state": "RUNNING"}               a task starts (then SUCCEEDED / FAILED)
     {"state": "SUCCEEDED", "outputs": {...}}                   every task succeeded
     {"state": "FAILED", "error": "..."}                        a task or the pipeline failed
 
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import sys
+import threading
 import traceback
 from collections import deque
 
@@ -84,6 +86,34 @@ def _jsonable(value):
     return repr(value)
 
 
+def follow_tasks(send):
+    """Report each task's start and end. kfp.local has no hook for this, so its one function that
+    runs a task of a DAG (both orchestrators call it, the parallel one from threads) is wrapped;
+    an SDK without it runs the pipeline just the same, without task reports."""
+    try:
+        from kfp.local import status
+        from kfp.local.orchestrator.orchestrator_utils import OrchestratorUtils
+    except ImportError:
+        return
+    original = OrchestratorUtils.__dict__.get("execute_single_task")
+    if not isinstance(original, classmethod):
+        return
+    run_task = original.__func__
+
+    def execute_single_task(cls, *args, **kwargs):
+        name = kwargs.get("task_name", args[0] if args else "")
+        send(task=name, state="RUNNING")
+        try:
+            outputs, task_status = run_task(cls, *args, **kwargs)
+        except BaseException:
+            send(task=name, state="FAILED")
+            raise
+        send(task=name, state="SUCCEEDED" if task_status == status.Status.SUCCESS else "FAILED")
+        return outputs, task_status
+
+    OrchestratorUtils.execute_single_task = classmethod(execute_single_task)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--package", required=True, help="compiled pipeline YAML (one or two documents)")
@@ -95,10 +125,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     report = os.fdopen(args.report_fd, "w", buffering=1)
+    report_lock = threading.Lock()
 
     def send(**message):
-        report.write(json.dumps(message) + "\n")
-        report.flush()
+        with report_lock:
+            report.write(json.dumps(message) + "\n")
+            report.flush()
 
     tee = _Tee(sys.stdout)
     sys.stdout = tee
@@ -112,6 +144,7 @@ def main(argv=None):
                     setattr(logging_utils.Color, name, "")
         except ImportError:
             pass
+        follow_tasks(send)
 
         with open(args.parameters) as handle:
             parameters = json.load(handle)
