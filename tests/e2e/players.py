@@ -1,4 +1,5 @@
-"""The tests play the upstream controllers: they write child status exactly as Katib, the
+"""The tests play the upstream controllers (status builders shared with `traindeploy dev`:
+traindeploy/dev/status/): they write child status exactly as Katib, the
 Training Operator, Trainer v2 and KServe write it (see ../shared/reference/UPSTREAM.md), and the
 trainer's part: logging metrics and a model into the MLflow run the operator injected."""
 
@@ -11,6 +12,8 @@ import mlflow
 import mlflow.pyfunc
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
+from traindeploy.dev.status import training as training_status
 
 
 def _now() -> str:
@@ -71,32 +74,19 @@ class Players:
 
     def pytorchjob(self, name: str, outcome: str = "Succeeded", message: str | None = None) -> None:
         t = _now()
-        created = {"type": "Created", "status": "True", "reason": "PyTorchJobCreated",
-                   "message": f"PyTorchJob {name} is created.", "lastUpdateTime": t, "lastTransitionTime": t}
-        running = {"type": "Running", "status": "True", "reason": "PyTorchJobRunning",
-                   "message": f"PyTorchJob {name} is running.", "lastUpdateTime": t, "lastTransitionTime": t}
-        status: dict = {"startTime": t, "conditions": [created, running],
-                        "replicaStatuses": {"Master": {"active": 1}}}
-        if outcome in ("Succeeded", "Failed"):
-            running = {**running, "status": "False"}
-            final = {"type": outcome, "status": "True", "reason": f"PyTorchJob{outcome}",
-                     "message": message or (f"PyTorchJob {name} is successfully completed." if outcome == "Succeeded"
-                                            else f"PyTorchJob {name} is failed because 1 Master replica(s) failed."),
-                     "lastUpdateTime": t, "lastTransitionTime": t}
-            status = {"startTime": t, "completionTime": t, "conditions": [created, running, final],
-                      "replicaStatuses": {"Master": {"succeeded": 1} if outcome == "Succeeded" else {"failed": 1}}}
+        counts = {"Running": {"active": 1}, "Succeeded": {"succeeded": 1}, "Failed": {"failed": 1}}
+        status = training_status.pytorchjob(name, outcome, {"Master": counts.get(outcome, {})}, started=t,
+                                            finished=t if outcome in ("Succeeded", "Failed") else None)
+        if message:
+            status["conditions"][-1]["message"] = message
         self._status("kubeflow.org", "v1", "pytorchjobs", name, status)
 
     # -- Trainer v2: TrainJob ------------------------------------------------------------------
 
     def trainjob(self, name: str, outcome: str = "Complete") -> None:
-        reason = {"Complete": "AllJobsCompleted", "Failed": "FailedJobs"}[outcome]
-        message = {"Complete": "jobset completed successfully", "Failed": "jobset failed"}[outcome]
-        self._status("trainer.kubeflow.org", "v1alpha1", "trainjobs", name, {
-            "conditions": [{"type": outcome, "status": "True", "reason": reason, "message": message,
-                            "lastTransitionTime": _now()}],
-            "jobsStatus": [{"name": "node", "ready": 0, "succeeded": 1 if outcome == "Complete" else 0,
-                            "failed": 0 if outcome == "Complete" else 1, "active": 0, "suspended": 0}]})
+        counts = {"succeeded": 1} if outcome == "Complete" else {"failed": 1}
+        self._status("trainer.kubeflow.org", "v1alpha1", "trainjobs", name,
+                     training_status.trainjob(outcome, {"node": counts}, at=_now()))
 
     # -- Katib: Experiment ---------------------------------------------------------------------
 
