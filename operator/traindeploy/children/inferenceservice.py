@@ -96,6 +96,56 @@ def predictor_address(obj: dict) -> str | None:
     return predictor(obj).get("url") or _url(obj.get("status") or {})
 
 
+# KServe names the predictor's Deployment (Standard mode) "<isvc>-predictor"
+# (constants.PredictorServiceName) and writes the storage URI on its pod template, and on the
+# Knative revision template, as this annotation, where the storage initializer reads it
+# (pkg/controller/v1beta1/inferenceservice/components/predictor.go, v0.15.0 to v0.20.0).
+STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
+
+
+def predictor_deployment_name(name: str) -> str:
+    return f"{name}-predictor"
+
+
+def revision_serves(obj: dict, replaced_revision: str | None) -> tuple[bool, str]:
+    """Knative mode: whether the spec last written runs on a ready revision. A spec change makes
+    Knative create a revision; until KServe reports one other than `replaced_revision` (the
+    latest when that spec was written), Ready is the old revision's."""
+    found = predictor(obj)
+    created, ready = found.get("latestCreatedRevision"), found.get("latestReadyRevision")
+    if not created or created == replaced_revision:
+        return False, "KServe has not reported a revision for the new spec yet"
+    if ready != created:
+        return False, f"revision {created} is not ready yet"
+    return True, f"revision {created} is ready"
+
+
+def deployment_serves(deployment: dict | None, storage_uri: str) -> tuple[bool, str]:
+    """Standard mode: whether the predictor Deployment runs `storage_uri` on all its replicas and
+    on no other, as `kubectl rollout status` decides that a rollout is complete. KServe keeps
+    `PredictorReady` True through a rolling update (UPSTREAM.md errata), so its Ready says nothing
+    about which version answers."""
+    if deployment is None:
+        return False, "KServe has not created the predictor Deployment yet"
+    name = deployment["metadata"]["name"]
+    template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    if (template.get("annotations") or {}).get(STORAGE_URI_ANNOTATION) != storage_uri:
+        return False, f"Deployment {name} does not run {storage_uri} yet"
+    status = deployment.get("status") or {}
+    if (status.get("observedGeneration") or 0) < (deployment["metadata"].get("generation") or 0):
+        return False, f"Deployment {name} has not observed its new template yet"
+    wanted = (deployment.get("spec") or {}).get("replicas", 1)
+    updated = status.get("updatedReplicas") or 0
+    if updated < wanted:
+        return False, f"Deployment {name}: {updated} of {wanted} replicas updated"
+    if (status.get("replicas") or 0) > updated:
+        return False, f"Deployment {name}: {status['replicas'] - updated} old replicas are pending termination"
+    available = status.get("availableReplicas") or 0
+    if available < updated:
+        return False, f"Deployment {name}: {available} of {updated} updated replicas available"
+    return True, f"Deployment {name} runs {storage_uri} on {updated} replicas"
+
+
 def read(obj: dict, generation: int | None = None) -> ChildState:
     """Where the InferenceService stands.
 

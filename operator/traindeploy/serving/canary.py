@@ -74,7 +74,11 @@ def promote(s: Serving, rollout: dict, version: str, storage: str, stable: str, 
             return _wait(rollout, f"Promoting version {version}: waiting for KServe to send it 100%.",
                          s.p.env.config.poll_interval, phase)
     else:
-        traffic.set_stable(s, version, storage)
+        moved, why = traffic.set_stable(s, version, storage)
+        if not moved:
+            rollout["weight"] = 100
+            return _wait(rollout, f"Promoting version {version}: waiting for the stable InferenceService to "
+                                  f"serve it ({why}).", s.p.env.config.poll_interval, phase)
     rollout.update({"state": PROMOTED, "weight": 100, "paused": False, "message": f"Promoted version {version}."})
     history.now_serving(s, version, storage)
     history.record(s, version, stable, PROMOTED, rollout.get("message", ""), storage)
