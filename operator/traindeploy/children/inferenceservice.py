@@ -20,6 +20,51 @@ PLURAL = "inferenceservices"
 
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 DEPLOYMENT_MODES = ("Knative", "Standard")
+# KServe v0.15 knows only the legacy annotation values and falls back to its default for any other
+# (GetDeploymentMode, pkg/controller/v1beta1/inferenceservice/utils/utils.go @ v0.15.0); v0.16 and
+# later accept both and their defaulting webhook rewrites the legacy ones to the new names
+# (inference_service_defaults.go @ v0.20.0). See mode_annotation.
+LEGACY_MODE_VALUES = {"Knative": "Serverless", "Standard": "RawDeployment"}
+MODE_VALUES = DEPLOYMENT_MODES + tuple(LEGACY_MODE_VALUES.values())
+
+
+def normal_mode(value: str | None) -> str | None:
+    """Knative or Standard for any name KServe gives them; None for anything else (ModelMesh)."""
+    for mode, legacy in LEGACY_MODE_VALUES.items():
+        if value in (mode, legacy):
+            return mode
+    return None
+
+
+def resolved_mode(obj: dict | None) -> str | None:
+    """The deployment mode KServe uses for an InferenceService: `status.deploymentMode` (written
+    from v0.16), else the annotation (KServe's defaulting webhook writes it when its default is
+    Standard/RawDeployment, v0.15 to v0.20), else Knative, the mode of an admitted object that
+    carries neither. None for an object that does not exist yet."""
+    if obj is None:
+        return None
+    status_mode = (obj.get("status") or {}).get("deploymentMode")
+    if status_mode:
+        return normal_mode(status_mode)
+    annotation = (obj["metadata"].get("annotations") or {}).get(DEPLOYMENT_MODE_ANNOTATION)
+    if annotation:
+        return normal_mode(annotation)
+    return DEPLOYMENT_MODES[0]
+
+
+def mode_annotation(mode: str, evidence: dict | None) -> str:
+    """The annotation value for `mode` that the cluster's KServe understands and keeps. `evidence`
+    is an InferenceService this cluster's KServe admitted (the stable one): a value it holds for
+    the same mode is kept as it is (v0.16+ rewrite legacy values, and writing ours back would be a
+    patch every pass); one that reports status.deploymentMode is v0.16 or later and takes the new
+    names; otherwise the legacy name, which every version from v0.15 understands."""
+    if evidence is not None:
+        held = (evidence["metadata"].get("annotations") or {}).get(DEPLOYMENT_MODE_ANNOTATION)
+        if held and normal_mode(held) == mode:
+            return held
+        if (evidence.get("status") or {}).get("deploymentMode"):
+            return mode
+    return LEGACY_MODE_VALUES[mode]
 DEFAULT_MODEL_FORMAT = "mlflow"
 # kserve-mlserver, the runtime for mlflow models, speaks only v2; without an explicit protocol
 # auto-selection counts the model as v1 and finds no runtime.
@@ -39,12 +84,13 @@ MLSERVER_RUNTIME = "kserve-mlserver"
 
 def build(meta: dict, serving: dict, *, storage_uri: str, gpu_resource: str,
           deployment_mode: str | None = None, served_model_name: str | None = None) -> dict:
-    """The whole InferenceService for one model version. `served_model_name` makes MLServer answer
-    under that name rather than this object's (a canary answers the stable variant's paths)."""
+    """The whole InferenceService for one model version. `deployment_mode` is the annotation value
+    as written (see mode_annotation). `served_model_name` makes MLServer answer under that name
+    rather than this object's (a canary answers the stable variant's paths)."""
     if not storage_uri:
         raise ValueError("an InferenceService needs a storage URI")
-    if deployment_mode is not None and deployment_mode not in DEPLOYMENT_MODES:
-        raise ValueError(f"deployment mode must be one of {DEPLOYMENT_MODES}, got {deployment_mode!r}")
+    if deployment_mode is not None and deployment_mode not in MODE_VALUES:
+        raise ValueError(f"deployment mode must be one of {MODE_VALUES}, got {deployment_mode!r}")
     metadata = copy_meta(meta)
     if deployment_mode is not None:
         metadata["annotations"] = {**(metadata.get("annotations") or {}),

@@ -24,6 +24,9 @@ def run(s: Serving, version: str, storage: str, stable: str) -> Result:
     interval = canary.get("stepIntervalSeconds", 300)
     ready_timeout = canary.get("readyTimeoutSeconds", 600)
     rollout = s.rollout
+    if s.mode is None:
+        return _wait(rollout, f"Waiting for KServe to report the deployment mode of InferenceService {s.name}.",
+                     p.env.config.poll_interval)
     if rollout.get("version") != version:
         rollout = {"version": version, "stableVersion": stable, "mode": s.mode, "state": PROGRESSING,
                    "step": -1, "weight": 0, "startedAt": p.now, "failedVersions": rollout.get("failedVersions") or []}

@@ -13,10 +13,8 @@ from traindeploy import naming
 from traindeploy.children import SUCCEEDED, ChildState, httproute, inferenceservice
 from traindeploy.kube import Kind
 from traindeploy.results import Problem, invalid
-from traindeploy.serving.state import KNATIVE, Serving
+from traindeploy.serving.state import INFERENCESERVICE, KNATIVE, Serving
 
-INFERENCESERVICE = Kind(inferenceservice.GROUP, inferenceservice.VERSION, inferenceservice.PLURAL,
-                        inferenceservice.KIND)
 HTTPROUTE = Kind(httproute.GROUP, httproute.VERSION, httproute.PLURAL, httproute.KIND)
 DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment")
 
@@ -25,7 +23,7 @@ def ensure_isvc(s: Serving, name: str, version: str, storage: str, canary_percen
     p = s.p
     meta = naming.child_metadata(p.td, name, stage="serving", annotations={naming.ANNOTATION_MODEL_VERSION: str(version)})
     desired = inferenceservice.build(meta, s.spec, storage_uri=storage, gpu_resource=p.env.config.gpu_resource,
-                                     deployment_mode=s.mode if s.mode_explicit else None,
+                                     deployment_mode=s.mode_annotation(),
                                      served_model_name=s.name if name != s.name else None)
     if canary_percent is not None:
         desired["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
@@ -37,6 +35,10 @@ def ensure_isvc(s: Serving, name: str, version: str, storage: str, canary_percen
         desired["spec"]["predictor"]["canaryTrafficPercent"] = None
         isvc, _ = p.kube(lambda: p.env.kube.ensure(INFERENCESERVICE, desired, owned=("spec",)))
     p.created(INFERENCESERVICE, name, action)
+    if name == s.name:
+        s.stable = isvc
+        if s.mode is None:  # created just now: KServe's webhook has admitted it
+            s.mode = inferenceservice.resolved_mode(isvc)
     if action != "unchanged" and s.mode == KNATIVE and name == s.name:
         _remember_replaced_revision(s, storage, isvc)
     return isvc
@@ -62,6 +64,8 @@ def serves(s: Serving, name: str, isvc: dict, storage: str) -> tuple[bool, str]:
     state = inferenceservice.read(isvc)
     if state.phase != SUCCEEDED:
         return False, state.message or state.reason or state.phase
+    if s.mode is None:
+        return False, "KServe has not reported the deployment mode it uses yet"
     if s.mode == KNATIVE:
         return inferenceservice.revision_serves(isvc, _replaced_revision(s, storage))
     p = s.p
