@@ -218,11 +218,11 @@ class FakeMlflow:
 
     # -- what a test does as the trainer ------------------------------------------------------------
 
-    def train(self, run_id: str, metrics: dict[str, float], model: bool = True) -> None:
+    def train(self, run_id: str, metrics: dict[str, float], model: bool = True, model_status: str = "READY") -> None:
         self.runs[run_id]["metrics"].update(metrics)
         self.runs[run_id]["status"] = "FINISHED"
         if model:
-            self.logged_models[run_id] = {"model_id": f"m-{run_id}"}
+            self.logged_models[run_id] = {"model_id": f"m-{run_id}", "status": model_status}
 
 
 def environment(kube_api: FakeKube | None = None, mlflow: FakeMlflow | None = None, clock: Clock | None = None,

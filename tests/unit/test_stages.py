@@ -140,17 +140,19 @@ def test_gate(reason, metrics, gate_spec, expected, expected_reason):
 
 # -- registration -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("reason", "logged", "version_status", "destination", "expected", "expected_reason"), [
-    ("a READY version is done, challenger set", True, "READY", None, Done, None),
-    ("a pending version waits", True, "PENDING_REGISTRATION", None, Wait, None),
-    ("a failed registration fails", True, "FAILED_REGISTRATION", None, Fail, "RegistrationFailed"),
-    ("no logged model fails", False, "READY", None, Fail, "NoLoggedModel"),
+@pytest.mark.parametrize(("reason", "logged", "version_status", "model_status", "expected", "expected_reason"), [
+    ("a READY version is done, challenger set", True, "READY", "READY", Done, None),
+    ("a pending version waits", True, "PENDING_REGISTRATION", "READY", Wait, None),
+    ("a failed registration fails", True, "FAILED_REGISTRATION", "READY", Fail, "RegistrationFailed"),
+    ("no logged model fails", False, "READY", "READY", Fail, "NoLoggedModel"),
+    ("a logged model still uploading is not registered yet", True, "READY", "PENDING", Wait, None),
+    ("a logged model whose upload failed is never registered", True, "READY", "FAILED", Fail, "LoggedModelFailed"),
 ])
-def test_registration(reason, logged, version_status, destination, expected, expected_reason):
+def test_registration(reason, logged, version_status, model_status, expected, expected_reason):
     mlflow = FakeMlflow()
     mlflow.version_status = version_status
     run = mlflow.create_run("1", "r", {})
-    mlflow.train(run["run_id"], {"accuracy": 0.9}, model=logged)
+    mlflow.train(run["run_id"], {"accuracy": 0.9}, model=logged, model_status=model_status)
     status = {"cycle": dict(CYCLE), "training": {"mlflowRunId": run["run_id"]}}
     env = environment(mlflow=mlflow)
     outcome = run_stage(registration.STAGE, traindeploy(status=status), env)
