@@ -72,9 +72,11 @@ def http_route_name(td_name: str) -> str:
     return dns_label(td_name, "", INFERENCESERVICE_NAME_MAX)
 
 
-def pipeline_run_name(namespace: str, td_name: str, cycle: str) -> str:
-    """KFP display names are free text; this one is unique per TrainDeploy and cycle."""
-    return f"traindeploy-{namespace}-{td_name}-{cycle}"
+def pipeline_run_name(namespace: str, td_name: str, cycle: str, uid: str) -> str:
+    """KFP display names are free text; this one is unique per TrainDeploy and cycle, and finds a
+    run again before one is created. The uid keeps a TrainDeploy deleted and created again under
+    the same name from adopting the old one's run (KFP runs outlive the TrainDeploy)."""
+    return f"traindeploy-{namespace}-{td_name}-{cycle}-{uid}"
 
 
 def labels(td: dict, cycle: str | None = None, stage: str | None = None) -> dict[str, str]:

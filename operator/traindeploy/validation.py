@@ -183,9 +183,35 @@ def _tuning(spec: dict) -> list[SpecProblem]:
                 problems.append(SpecProblem(f"{field}.values", "discrete values must be numbers."))
             combinations *= max(1, len(set(map(str, values))))
     problems += _algorithm(tuning, combinations)
+    problems += _trial_words(spec)
     max_failed, max_trials = tuning.get("maxFailedTrials"), tuning.get("maxTrials")
     if max_failed is not None and max_trials is not None and max_failed > max_trials:
         problems.append(SpecProblem("spec.tuning.maxFailedTrials", f"must not exceed maxTrials ({max_trials})."))
+    return problems
+
+
+def _trial_words(spec: dict) -> list[SpecProblem]:
+    """What Katib's StdOut collector passes through `sh -c` unquoted: the command, the args, the
+    fixed hyperparameter values and the tuned categorical values (katib.survives_stdout_wrapper)."""
+    training, tuning = spec.get("training") or {}, spec["tuning"]
+    why = ("cannot pass unchanged through Katib's StdOut collector, which joins the trial's command and args "
+           "unquoted into sh -c: use only letters, digits and @%+=:,./-_ in each word.")
+    problems: list[SpecProblem] = []
+    if (training.get("backend") or "PyTorchJob") == "PyTorchJob" and not training.get("command"):
+        problems.append(SpecProblem("spec.training.command", "is required with spec.tuning: without it Katib's "
+                                                             "StdOut collector reads the image's entrypoint from its "
+                                                             "registry."))
+    for key in ("command", "args"):
+        for index, word in enumerate(training.get(key) or []):
+            if not katib.survives_stdout_wrapper(str(word)):
+                problems.append(SpecProblem(f"spec.training.{key}[{index}]", f"{str(word)!r} {why}"))
+    for name, value in sorted((training.get("hyperparameters") or {}).items()):
+        if not katib.survives_stdout_wrapper(str(value)):
+            problems.append(SpecProblem(f"spec.training.hyperparameters.{name}", f"{str(value)!r} {why}"))
+    for index, parameter in enumerate(tuning.get("parameters") or []):
+        bad = [str(v) for v in parameter.get("values") or [] if not katib.survives_stdout_wrapper(str(v))]
+        if bad:
+            problems.append(SpecProblem(f"spec.tuning.parameters[{index}].values", f"{bad[0]!r} {why}"))
     return problems
 
 

@@ -58,8 +58,9 @@ def test_builder_cases(reason, serving, check):
 def test_deployment_mode_annotation_only_when_asked_and_known():
     assert inferenceservice.DEPLOYMENT_MODE_ANNOTATION not in build({})["metadata"]["annotations"]
     assert build({}, "Knative")["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
+    assert build({}, "Serverless")["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
     with pytest.raises(ValueError):
-        build({}, "Serverless")
+        build({}, "ModelMesh")
     with pytest.raises(ValueError):
         inferenceservice.build(meta("churn"), SERVING, storage_uri="", gpu_resource=GPU)
 
@@ -234,7 +235,7 @@ def test_generation_is_not_compared_with_kserves_observed_generation():
 # --- the real apiserver with the v0.20.0 CRD ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["Knative", "Standard", None])
+@pytest.mark.parametrize("mode", ["Knative", "Standard", "Serverless", "RawDeployment", None])
 def test_built_inferenceservice_is_stored_unpruned(api_client, namespace, owner, mode):
     sent = inferenceservice.build(meta("churn", namespace, owner), SERVING, storage_uri=STORAGE_URI,
                                   gpu_resource=GPU, deployment_mode=mode)

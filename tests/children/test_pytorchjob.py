@@ -35,7 +35,7 @@ FULL_SPEC = {
         "Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": {"spec": FULL_POD}},
         "Worker": {"replicas": 2, "restartPolicy": "OnFailure", "template": {"spec": FULL_POD}},
     },
-    "runPolicy": {"backoffLimit": 3, "activeDeadlineSeconds": 7200},
+    "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 3, "activeDeadlineSeconds": 7200},
 }
 
 
@@ -56,7 +56,8 @@ def test_minimal_input_gets_the_design_defaults():
     built = build({"image": "img:1"}, hyperparameters={}, env=[])
     assert built["spec"] == {"pytorchReplicaSpecs": {"Master": {
         "replicas": 1, "restartPolicy": "OnFailure",
-        "template": {"spec": {"containers": [{"name": "pytorch", "image": "img:1"}]}}}}}
+        "template": {"spec": {"containers": [{"name": "pytorch", "image": "img:1"}]}}}},
+        "runPolicy": {"cleanPodPolicy": "Running"}}
 
 
 @pytest.mark.parametrize(("reason", "training", "hyperparameters", "check"), [
@@ -65,7 +66,7 @@ def test_minimal_input_gets_the_design_defaults():
     ("restartPolicy applies to every replica", {"image": "i", "workers": 1, "restartPolicy": "ExitCode"}, {},
      lambda spec: {r["restartPolicy"] for r in spec["pytorchReplicaSpecs"].values()} == {"ExitCode"}),
     ("backoffLimit 0 is kept", {"image": "i", "backoffLimit": 0}, {},
-     lambda spec: spec["runPolicy"] == {"backoffLimit": 0}),
+     lambda spec: spec["runPolicy"] == {"cleanPodPolicy": "Running", "backoffLimit": 0}),
     ("no GPU limit when gpus is 0", {"image": "i", "gpus": 0, "resources": {"limits": {"cpu": "1"}}}, {},
      lambda spec: _container(spec)["resources"] == {"limits": {"cpu": "1"}}),
     ("a GPU request the user wrote follows the limit", {"image": "i", "gpus": 2,
@@ -74,7 +75,10 @@ def test_minimal_input_gets_the_design_defaults():
     ("hyperparameters are sorted after the user's args", {"image": "i", "args": ["a"]},
      {"z": "1", "a": "2", "m": "x y"},
      lambda spec: _container(spec)["args"] == ["a", "--a=2", "--m=x y", "--z=1"]),
-    ("no runPolicy when nothing is given", {"image": "i"}, {}, lambda spec: "runPolicy" not in spec),
+    ("running pods are cleaned when nothing is given: Workers free their GPUs after the Master failed",
+     {"image": "i", "workers": 2}, {}, lambda spec: spec["runPolicy"] == {"cleanPodPolicy": "Running"}),
+    ("cleanPodPolicy as the user chose", {"image": "i", "cleanPodPolicy": "None"}, {},
+     lambda spec: spec["runPolicy"] == {"cleanPodPolicy": "None"}),
 ])
 def test_builder_cases(reason, training, hyperparameters, check):
     assert check(build(training, hyperparameters=hyperparameters, env=[])["spec"]), reason

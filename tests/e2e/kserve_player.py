@@ -37,6 +37,36 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
+
+
+def predictor_deployment(api_client, namespace: str, isvc: dict, rolled_out: bool = True) -> None:
+    """Standard mode's predictor Deployment, as KServe's raw reconciler makes it (`<isvc>-predictor`,
+    the storage URI on the pod template: pkg/controller/v1beta1/inferenceservice/components/predictor.go
+    and reconcilers/raw/raw_kube_reconciler.go @ v0.20.0), with the status the Deployment
+    controller writes once every replica runs the template (it does not run in these tests)."""
+    apps = client.AppsV1Api(api_client)
+    name = f"{isvc['metadata']['name']}-predictor"
+    labels = {"app": f"isvc.{name}"}
+    body = {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels, "annotations": {
+                         STORAGE_URI_ANNOTATION: isvc["spec"]["predictor"]["model"]["storageUri"]}},
+                                  "spec": {"containers": [{"name": "kserve-container", "image": "kserve/mlserver"}]}}}}
+    try:
+        deployment = apps.create_namespaced_deployment(namespace, body)
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+        deployment = apps.patch_namespaced_deployment(name, namespace, {"spec": body["spec"]})
+    generation = deployment.metadata.generation
+    updated = 1 if rolled_out else 0
+    apps.patch_namespaced_deployment_status(name, namespace, {"status": {
+        "observedGeneration": generation, "replicas": 1, "updatedReplicas": updated, "readyReplicas": 1,
+        "availableReplicas": 1}})
+
+
 class KnativePlayer:
     """Knative mode: a revision per storage URI; traffic split by canaryTrafficPercent."""
 
@@ -161,6 +191,7 @@ class StandardPlayer:
 
     def _ready(self, isvc: dict) -> None:
         name = isvc["metadata"]["name"]
+        predictor_deployment(self.api.api_client, self.namespace, isvc)
         t = _now()
         url = self.addresses.get(name, f"http://{name}.{self.namespace}.example.com")
         status = {"deploymentMode": "Standard", "url": url, "address": {"url": url},

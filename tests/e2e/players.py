@@ -13,6 +13,7 @@ import mlflow.pyfunc
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from e2e.kserve_player import predictor_deployment
 from traindeploy.dev.status import training as training_status
 
 
@@ -39,6 +40,7 @@ def wait_for(read, predicate=bool, timeout: float = 60.0, what: str = "condition
 
 class Players:
     def __init__(self, api_client, namespace: str) -> None:
+        self.api_client = api_client
         self.custom = client.CustomObjectsApi(api_client)
         self.namespace = namespace
 
@@ -144,6 +146,8 @@ class Players:
                                       "states": {"activeModelState": "Loaded" if ready else "Pending",
                                                  "targetModelState": "Loaded"}}}
             if ready:
+                predictor_deployment(self.api_client, self.namespace,
+                                     self.get("serving.kserve.io", "v1beta1", "inferenceservices", name))
                 status.update({"url": url, "address": {"url": f"http://{name}.{self.namespace}.svc.cluster.local"},
                                "components": {"predictor": {"url": url}}})
         self._status("serving.kserve.io", "v1beta1", "inferenceservices", name, status)

@@ -34,7 +34,7 @@ def test_full_path_with_every_stage(api_client, namespace, players, operator, ml
     td = players.wait_td("churn", lambda td: (td.get("status", {}).get("pipeline") or {}).get("runId"))
     assert td["status"]["phase"] == "PipelineRunning"
     run = only_run(kfp)
-    assert run["display_name"] == f"traindeploy-{namespace}-churn-g1"
+    assert run["display_name"] == f"traindeploy-{namespace}-churn-g1-{td['metadata']['uid']}"
     assert run["runtime_config"]["parameters"] == {"rows": 1000, "source": "s3://data/raw"}
     assert run["pipeline_spec"]["pipelineInfo"]["name"]
     kfp.set_run_state(run["run_id"], "RUNNING")

@@ -38,6 +38,7 @@ NAMESPACED_RULES = {
     ("trainer.kubeflow.org", "trainjobs"): CRUD,
     ("serving.kserve.io", "inferenceservices"): CRUD,
     ("gateway.networking.k8s.io", "httproutes"): CRUD,
+    ("apps", "deployments"): {"get"},
     ("", "secrets"): {"get"},
     ("", "configmaps"): {"get"},
     ("", "events"): {"create"},

@@ -115,6 +115,23 @@ class FakeKube:
     def object(self, plural: str, name: str) -> dict | None:
         return self.objects.get((plural, name))
 
+    def predictor_deployment(self, isvc: str, storage: str, replicas: int = 1, updated: int | None = None,
+                             old: int = 0) -> None:
+        """KServe's Standard-mode predictor Deployment (`<isvc>-predictor`, the storage URI on its
+        pod template: components/predictor.go) as the Deployment controller reports it: `updated`
+        of `replicas` run the template, `old` still run the one before."""
+        name = f"{isvc}-predictor"
+        previous = self.objects.get(("deployments", name))
+        generation = (previous["metadata"]["generation"] + 1) if previous else 1
+        updated = replicas if updated is None else updated
+        self.objects[("deployments", name)] = {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "ml", "generation": generation},
+            "spec": {"replicas": replicas, "template": {"metadata": {"annotations": {
+                "internal.serving.kserve.io/storage-initializer-sourceuri": storage}}}},
+            "status": {"observedGeneration": generation, "replicas": updated + old, "updatedReplicas": updated,
+                       "readyReplicas": updated + old, "availableReplicas": updated + old}}
+
 
 class FakeMlflow:
     """The MLflow calls the stages make, in memory. `outage` or `unauthorized` makes every call fail."""
@@ -201,11 +218,11 @@ class FakeMlflow:
 
     # -- what a test does as the trainer ------------------------------------------------------------
 
-    def train(self, run_id: str, metrics: dict[str, float], model: bool = True) -> None:
+    def train(self, run_id: str, metrics: dict[str, float], model: bool = True, model_status: str = "READY") -> None:
         self.runs[run_id]["metrics"].update(metrics)
         self.runs[run_id]["status"] = "FINISHED"
         if model:
-            self.logged_models[run_id] = {"model_id": f"m-{run_id}"}
+            self.logged_models[run_id] = {"model_id": f"m-{run_id}", "status": model_status}
 
 
 def environment(kube_api: FakeKube | None = None, mlflow: FakeMlflow | None = None, clock: Clock | None = None,

@@ -75,6 +75,8 @@ class Rollout:
                     obj["status"] = _knative_status(obj, self.ready)
                 else:
                     ready = self.ready or name == "churn"
+                    if ready:
+                        self.kube.predictor_deployment(name, obj["spec"]["predictor"]["model"]["storageUri"])
                     obj["status"] = {"conditions": [{"type": "Ready", "status": "True" if ready else "False",
                                                      "reason": "" if ready else "MinimumReplicasUnavailable"}],
                                      "address": {"url": f"http://{name}-predictor.ml.svc.cluster.local"}}
@@ -144,10 +146,17 @@ def test_standard_rollout_weights_the_route_and_promotes_onto_the_stable_service
     assert rollout.route_weights() == [75, 25]
     assert rollout.isvc("churn-canary")["spec"]["predictor"]["model"]["storageUri"] == "s3://models/m/2"
     rollout.clock.advance(10)
-    assert isinstance(rollout.step(), Done)
+    promoting = rollout.step()  # the stable variant gets version 2; its Deployment still runs version 1
+    assert isinstance(promoting, Wait) and "churn-predictor does not run s3://models/m/2" in promoting.message
+    assert rollout.isvc("churn-canary") is not None, "the canary serves until the stable variant does"
+    assert rollout.route_weights() == [75, 25]
+    assert rollout.status["serving"]["modelVersion"] == STABLE
+    assert ("churn-model", "champion") not in rollout.mlflow.aliases
+    assert isinstance(rollout.step(), Done)  # KServe rolled the stable Deployment out
     assert rollout.isvc()["spec"]["predictor"]["model"]["storageUri"] == "s3://models/m/2"
     assert rollout.isvc("churn-canary") is None
     assert rollout.route_weights() == [100]
+    assert rollout.mlflow.aliases[("churn-model", "champion")] == CANARY
 
 
 def test_standard_canary_without_a_gateway_names_the_field():

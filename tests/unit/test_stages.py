@@ -140,17 +140,19 @@ def test_gate(reason, metrics, gate_spec, expected, expected_reason):
 
 # -- registration -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("reason", "logged", "version_status", "destination", "expected", "expected_reason"), [
-    ("a READY version is done, challenger set", True, "READY", None, Done, None),
-    ("a pending version waits", True, "PENDING_REGISTRATION", None, Wait, None),
-    ("a failed registration fails", True, "FAILED_REGISTRATION", None, Fail, "RegistrationFailed"),
-    ("no logged model fails", False, "READY", None, Fail, "NoLoggedModel"),
+@pytest.mark.parametrize(("reason", "logged", "version_status", "model_status", "expected", "expected_reason"), [
+    ("a READY version is done, challenger set", True, "READY", "READY", Done, None),
+    ("a pending version waits", True, "PENDING_REGISTRATION", "READY", Wait, None),
+    ("a failed registration fails", True, "FAILED_REGISTRATION", "READY", Fail, "RegistrationFailed"),
+    ("no logged model fails", False, "READY", "READY", Fail, "NoLoggedModel"),
+    ("a logged model still uploading is not registered yet", True, "READY", "PENDING", Wait, None),
+    ("a logged model whose upload failed is never registered", True, "READY", "FAILED", Fail, "LoggedModelFailed"),
 ])
-def test_registration(reason, logged, version_status, destination, expected, expected_reason):
+def test_registration(reason, logged, version_status, model_status, expected, expected_reason):
     mlflow = FakeMlflow()
     mlflow.version_status = version_status
     run = mlflow.create_run("1", "r", {})
-    mlflow.train(run["run_id"], {"accuracy": 0.9}, model=logged)
+    mlflow.train(run["run_id"], {"accuracy": 0.9}, model=logged, model_status=model_status)
     status = {"cycle": dict(CYCLE), "training": {"mlflowRunId": run["run_id"]}}
     env = environment(mlflow=mlflow)
     outcome = run_stage(registration.STAGE, traindeploy(status=status), env)
@@ -162,6 +164,8 @@ def test_registration(reason, logged, version_status, destination, expected, exp
         assert mlflow.aliases[("churn-model", "challenger")] == "1"
         again = run_stage(registration.STAGE, traindeploy(status=outcome.status), env)
         assert isinstance(again.result, Done) and len(mlflow.versions["churn-model"]) == 1, "found again by tags"
+    if model_status != "READY":
+        assert not mlflow.versions["churn-model"], "nothing registered from a model that is not READY"
 
 
 # -- tuning -----------------------------------------------------------------------------------------
@@ -266,6 +270,25 @@ def test_pipeline(reason, config_map, state, expected, expected_reason, says):
     if expected_reason:
         assert outcome.result.reason == expected_reason
     assert says in outcome.result.message
+
+
+def test_a_traindeploy_created_again_under_the_same_name_does_not_adopt_the_old_run():
+    """KFP runs outlive the TrainDeploy: the one found again must be this object's (its uid)."""
+    from traindeploy.stages import pipeline
+
+    kube_api, kfp = FakeKube(), FakeKfp()
+    kube_api.config_maps["prep"] = {"p.yaml": PACKAGE}
+    env = environment(kube_api)
+    env.kfp_client = kfp.client
+    spec = minimal_spec(pipeline=PIPELINE)
+    old = run_stage(pipeline.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    kfp.runs[old.status["pipeline"]["runId"]]["state"] = "FAILED"
+    again = traindeploy(spec, {"cycle": dict(CYCLE)})
+    again["metadata"]["uid"] = "uid-2"
+    outcome = run_stage(pipeline.STAGE, again, env)
+    assert isinstance(outcome.result, Wait) and len(kfp.runs) == 2
+    assert outcome.status["pipeline"]["runId"] != old.status["pipeline"]["runId"]
+    assert "uid-2" in kfp.runs[outcome.status["pipeline"]["runId"]]["display_name"]
 
 
 # -- superseding a cycle ----------------------------------------------------------------------------

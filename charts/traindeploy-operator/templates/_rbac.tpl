@@ -43,6 +43,12 @@ watched namespace otherwise. */}}
 - apiGroups: ["serving.kserve.io"]
   resources: ["inferenceservices"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Deployments: in KServe Standard mode the operator reads the predictor Deployment KServe made
+# ("<isvc>-predictor") to learn whether a new model version runs on all replicas; KServe keeps the
+# InferenceService Ready through a rolling update. Read by name only.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get"]
 # Gateway API HTTPRoutes: the canary rollout in KServe Standard mode splits traffic between the
 # stable and the canary InferenceService with an HTTPRoute it creates, patches and deletes.
 - apiGroups: ["gateway.networking.k8s.io"]

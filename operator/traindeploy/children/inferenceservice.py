@@ -20,6 +20,51 @@ PLURAL = "inferenceservices"
 
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 DEPLOYMENT_MODES = ("Knative", "Standard")
+# KServe v0.15 knows only the legacy annotation values and falls back to its default for any other
+# (GetDeploymentMode, pkg/controller/v1beta1/inferenceservice/utils/utils.go @ v0.15.0); v0.16 and
+# later accept both and their defaulting webhook rewrites the legacy ones to the new names
+# (inference_service_defaults.go @ v0.20.0). See mode_annotation.
+LEGACY_MODE_VALUES = {"Knative": "Serverless", "Standard": "RawDeployment"}
+MODE_VALUES = DEPLOYMENT_MODES + tuple(LEGACY_MODE_VALUES.values())
+
+
+def normal_mode(value: str | None) -> str | None:
+    """Knative or Standard for any name KServe gives them; None for anything else (ModelMesh)."""
+    for mode, legacy in LEGACY_MODE_VALUES.items():
+        if value in (mode, legacy):
+            return mode
+    return None
+
+
+def resolved_mode(obj: dict | None) -> str | None:
+    """The deployment mode KServe uses for an InferenceService: `status.deploymentMode` (written
+    from v0.16), else the annotation (KServe's defaulting webhook writes it when its default is
+    Standard/RawDeployment, v0.15 to v0.20), else Knative, the mode of an admitted object that
+    carries neither. None for an object that does not exist yet."""
+    if obj is None:
+        return None
+    status_mode = (obj.get("status") or {}).get("deploymentMode")
+    if status_mode:
+        return normal_mode(status_mode)
+    annotation = (obj["metadata"].get("annotations") or {}).get(DEPLOYMENT_MODE_ANNOTATION)
+    if annotation:
+        return normal_mode(annotation)
+    return DEPLOYMENT_MODES[0]
+
+
+def mode_annotation(mode: str, evidence: dict | None) -> str:
+    """The annotation value for `mode` that the cluster's KServe understands and keeps. `evidence`
+    is an InferenceService this cluster's KServe admitted (the stable one): a value it holds for
+    the same mode is kept as it is (v0.16+ rewrite legacy values, and writing ours back would be a
+    patch every pass); one that reports status.deploymentMode is v0.16 or later and takes the new
+    names; otherwise the legacy name, which every version from v0.15 understands."""
+    if evidence is not None:
+        held = (evidence["metadata"].get("annotations") or {}).get(DEPLOYMENT_MODE_ANNOTATION)
+        if held and normal_mode(held) == mode:
+            return held
+        if (evidence.get("status") or {}).get("deploymentMode"):
+            return mode
+    return LEGACY_MODE_VALUES[mode]
 DEFAULT_MODEL_FORMAT = "mlflow"
 # kserve-mlserver, the runtime for mlflow models, speaks only v2; without an explicit protocol
 # auto-selection counts the model as v1 and finds no runtime.
@@ -39,12 +84,13 @@ MLSERVER_RUNTIME = "kserve-mlserver"
 
 def build(meta: dict, serving: dict, *, storage_uri: str, gpu_resource: str,
           deployment_mode: str | None = None, served_model_name: str | None = None) -> dict:
-    """The whole InferenceService for one model version. `served_model_name` makes MLServer answer
-    under that name rather than this object's (a canary answers the stable variant's paths)."""
+    """The whole InferenceService for one model version. `deployment_mode` is the annotation value
+    as written (see mode_annotation). `served_model_name` makes MLServer answer under that name
+    rather than this object's (a canary answers the stable variant's paths)."""
     if not storage_uri:
         raise ValueError("an InferenceService needs a storage URI")
-    if deployment_mode is not None and deployment_mode not in DEPLOYMENT_MODES:
-        raise ValueError(f"deployment mode must be one of {DEPLOYMENT_MODES}, got {deployment_mode!r}")
+    if deployment_mode is not None and deployment_mode not in MODE_VALUES:
+        raise ValueError(f"deployment mode must be one of {MODE_VALUES}, got {deployment_mode!r}")
     metadata = copy_meta(meta)
     if deployment_mode is not None:
         metadata["annotations"] = {**(metadata.get("annotations") or {}),
@@ -94,6 +140,56 @@ def traffic(obj: dict) -> list[dict]:
 def predictor_address(obj: dict) -> str | None:
     """Where the predictor answers: its own URL first, else the InferenceService's."""
     return predictor(obj).get("url") or _url(obj.get("status") or {})
+
+
+# KServe names the predictor's Deployment (Standard mode) "<isvc>-predictor"
+# (constants.PredictorServiceName) and writes the storage URI on its pod template, and on the
+# Knative revision template, as this annotation, where the storage initializer reads it
+# (pkg/controller/v1beta1/inferenceservice/components/predictor.go, v0.15.0 to v0.20.0).
+STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
+
+
+def predictor_deployment_name(name: str) -> str:
+    return f"{name}-predictor"
+
+
+def revision_serves(obj: dict, replaced_revision: str | None) -> tuple[bool, str]:
+    """Knative mode: whether the spec last written runs on a ready revision. A spec change makes
+    Knative create a revision; until KServe reports one other than `replaced_revision` (the
+    latest when that spec was written), Ready is the old revision's."""
+    found = predictor(obj)
+    created, ready = found.get("latestCreatedRevision"), found.get("latestReadyRevision")
+    if not created or created == replaced_revision:
+        return False, "KServe has not reported a revision for the new spec yet"
+    if ready != created:
+        return False, f"revision {created} is not ready yet"
+    return True, f"revision {created} is ready"
+
+
+def deployment_serves(deployment: dict | None, storage_uri: str) -> tuple[bool, str]:
+    """Standard mode: whether the predictor Deployment runs `storage_uri` on all its replicas and
+    on no other, as `kubectl rollout status` decides that a rollout is complete. KServe keeps
+    `PredictorReady` True through a rolling update (UPSTREAM.md errata), so its Ready says nothing
+    about which version answers."""
+    if deployment is None:
+        return False, "KServe has not created the predictor Deployment yet"
+    name = deployment["metadata"]["name"]
+    template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    if (template.get("annotations") or {}).get(STORAGE_URI_ANNOTATION) != storage_uri:
+        return False, f"Deployment {name} does not run {storage_uri} yet"
+    status = deployment.get("status") or {}
+    if (status.get("observedGeneration") or 0) < (deployment["metadata"].get("generation") or 0):
+        return False, f"Deployment {name} has not observed its new template yet"
+    wanted = (deployment.get("spec") or {}).get("replicas", 1)
+    updated = status.get("updatedReplicas") or 0
+    if updated < wanted:
+        return False, f"Deployment {name}: {updated} of {wanted} replicas updated"
+    if (status.get("replicas") or 0) > updated:
+        return False, f"Deployment {name}: {status['replicas'] - updated} old replicas are pending termination"
+    available = status.get("availableReplicas") or 0
+    if available < updated:
+        return False, f"Deployment {name}: {available} of {updated} updated replicas available"
+    return True, f"Deployment {name} runs {storage_uri} on {updated} replicas"
 
 
 def read(obj: dict, generation: int | None = None) -> ChildState:

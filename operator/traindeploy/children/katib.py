@@ -97,6 +97,18 @@ def parameter(spec: Mapping[str, Any]) -> dict:
     return {"name": spec["name"], "parameterType": kind, "feasibleSpace": space}
 
 
+# Katib's StdOut collector runs the primary container as `sh -c "<command> <args> 1>..."`, the
+# words joined with spaces and not quoted (wrapWorkerContainer, pkg/webhook/v1beta1/pod/utils.go
+# @ v0.19.0). Only the primary pod is wrapped; the other replicas run the same words without a
+# shell, so quoting them would change what those see. A word survives both only when the shell
+# leaves it as it is: no spaces, quotes, `$`, globs or other shell syntax, and not empty.
+_SHELL_INERT = re.compile(r"[\w@%+=:,./-]+")
+
+
+def survives_stdout_wrapper(word: str) -> bool:
+    return bool(_SHELL_INERT.fullmatch(word))
+
+
 def trial_args(training: Mapping[str, Any], hyperparameters: Mapping[str, Any],
                tuned: list[str]) -> list[str]:
     """The user's args, then `--<name>=<value>` sorted by name, where a tuned name takes Katib's

@@ -22,6 +22,7 @@ PLURAL = "pytorchjobs"
 # replica; Katib's trial template names it as the primary container.
 CONTAINER_NAME = "pytorch"
 DEFAULT_RESTART_POLICY = "OnFailure"
+DEFAULT_CLEAN_POD_POLICY = "Running"
 
 # Conditions that say where the job stands; `Created` alone means the controller has seen it.
 _TERMINAL = {"Succeeded": SUCCEEDED, "Failed": FAILED}
@@ -125,13 +126,14 @@ def job_spec(training: Mapping[str, Any], *, env: list[dict], args: list[str], g
         replica_specs["Worker"] = replica(workers)
     spec: dict[str, Any] = {"pytorchReplicaSpecs": replica_specs}
 
-    run_policy: dict[str, Any] = {}
+    # The Training Operator defaults cleanPodPolicy to None (pkg/apis/kubeflow.org/v1/pytorch_defaults.go):
+    # Workers would keep running, and keep their GPUs, after the Master failed.
+    run_policy: dict[str, Any] = {"cleanPodPolicy": training.get("cleanPodPolicy") or DEFAULT_CLEAN_POD_POLICY}
     if training.get("backoffLimit") is not None:
         run_policy["backoffLimit"] = int(training["backoffLimit"])
     if training.get("activeDeadlineSeconds") is not None:
         run_policy["activeDeadlineSeconds"] = int(training["activeDeadlineSeconds"])
-    if run_policy:
-        spec["runPolicy"] = run_policy
+    spec["runPolicy"] = run_policy
     return spec
 
 

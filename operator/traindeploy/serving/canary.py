@@ -24,6 +24,9 @@ def run(s: Serving, version: str, storage: str, stable: str) -> Result:
     interval = canary.get("stepIntervalSeconds", 300)
     ready_timeout = canary.get("readyTimeoutSeconds", 600)
     rollout = s.rollout
+    if s.mode is None:
+        return _wait(rollout, f"Waiting for KServe to report the deployment mode of InferenceService {s.name}.",
+                     p.env.config.poll_interval)
     if rollout.get("version") != version:
         rollout = {"version": version, "stableVersion": stable, "mode": s.mode, "state": PROGRESSING,
                    "step": -1, "weight": 0, "startedAt": p.now, "failedVersions": rollout.get("failedVersions") or []}
@@ -74,7 +77,11 @@ def promote(s: Serving, rollout: dict, version: str, storage: str, stable: str, 
             return _wait(rollout, f"Promoting version {version}: waiting for KServe to send it 100%.",
                          s.p.env.config.poll_interval, phase)
     else:
-        traffic.set_stable(s, version, storage)
+        moved, why = traffic.set_stable(s, version, storage)
+        if not moved:
+            rollout["weight"] = 100
+            return _wait(rollout, f"Promoting version {version}: waiting for the stable InferenceService to "
+                                  f"serve it ({why}).", s.p.env.config.poll_interval, phase)
     rollout.update({"state": PROMOTED, "weight": 100, "paused": False, "message": f"Promoted version {version}."})
     history.now_serving(s, version, storage)
     history.record(s, version, stable, PROMOTED, rollout.get("message", ""), storage)

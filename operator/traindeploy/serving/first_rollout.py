@@ -23,7 +23,8 @@ def replace(s: Serving, version: str, storage: str) -> Result:
     isvc = traffic.ensure_isvc(s, s.name, version, storage)
     state = inferenceservice.read(isvc)
     traffic.observe(s, state)
-    if state.phase == SUCCEEDED:
+    serving_it, why = traffic.serves(s, s.name, isvc, storage) if state.phase == SUCCEEDED else (False, "")
+    if serving_it:
         previous = s.serving.get("modelVersion")
         history.now_serving(s, version, storage)
         if s.mode == STANDARD and s.spec.get("canary") is not None:
@@ -32,7 +33,8 @@ def replace(s: Serving, version: str, storage: str) -> Result:
         return done(s)
     if state.phase == FAILED:
         return Fail("ServingFailed", f"InferenceService {s.name} failed ({state.reason}): {state.message}")
-    return p.running(f"InferenceService {s.name} is not ready yet{': ' + state.message if state.message else '.'}",
+    detail = why or state.message
+    return p.running(f"InferenceService {s.name} is not ready yet{': ' + detail if detail else '.'}",
                      s.serving["startedAt"], s.spec.get("timeoutSeconds") or DEFAULT_TIMEOUT, DEADLINE_REASON)
 
 

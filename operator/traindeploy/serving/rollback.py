@@ -26,7 +26,7 @@ def abort(s: Serving, rollout: dict, reason: str) -> None:
             traffic.ensure_isvc(s, s.name, version, p.status.get("model", {}).get("storageUri")
                                 or s.serving["storageUri"], canary_percent=0)
     else:
-        traffic.set_stable(s, stable, s.serving["storageUri"])
+        traffic.set_stable(s, stable, s.serving["storageUri"], wait=False)
     failed = rollout.setdefault("failedVersions", [])
     if version not in failed:
         failed.append(version)
@@ -64,7 +64,7 @@ def manual_rollback(s: Serving) -> None:
     rollout = s.rollout
     if rollout.get("state") in (PROGRESSING, AWAITING):
         abort(s, rollout, f"Manual rollback to version {version}.")
-    traffic.set_stable(s, version, storage)
+    traffic.set_stable(s, version, storage, wait=False)
     rollout.setdefault("failedVersions", [])
     if current not in rollout["failedVersions"]:
         rollout["failedVersions"].append(current)  # not rolled out again until the spec changes

@@ -6,8 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from traindeploy import naming
+from traindeploy.children import inferenceservice
 from traindeploy.context import Pass
+from traindeploy.kube import Kind
 from traindeploy.results import Done
+
+INFERENCESERVICE = Kind(inferenceservice.GROUP, inferenceservice.VERSION, inferenceservice.PLURAL,
+                        inferenceservice.KIND)
 
 KNATIVE, STANDARD = "Knative", "Standard"
 PROGRESSING, AWAITING, PROMOTED, ROLLED_BACK = "Progressing", "AwaitingApproval", "Promoted", "RolledBack"
@@ -22,15 +27,26 @@ class Serving:
     spec: dict  # spec.serving
     serving: dict  # status.serving, edited in place
     name: str  # the stable InferenceService
-    mode: str
+    mode: str | None  # None until KServe has admitted the stable InferenceService (no mode chosen)
     mode_explicit: bool  # written on the InferenceService only when the user or operator chose it
+    stable: dict | None  # the stable InferenceService as last read or written in this pass
 
     @classmethod
     def of(cls, p: Pass) -> "Serving":
+        """With no mode chosen (spec or operator setting), the mode KServe resolved for the stable
+        InferenceService: its default may be Standard, where canaryTrafficPercent means nothing."""
         spec = p.spec.get("serving") or {}
+        name = naming.inference_service_name(p.name)
         chosen = spec.get("deploymentMode") or p.env.config.deployment_mode
-        return cls(p, spec, p.status.setdefault("serving", {}), naming.inference_service_name(p.name),
-                   chosen or KNATIVE, bool(chosen))
+        stable = p.kube(lambda: p.env.kube.get(INFERENCESERVICE, p.namespace, name))
+        return cls(p, spec, p.status.setdefault("serving", {}), name,
+                   chosen or inferenceservice.resolved_mode(stable), bool(chosen), stable)
+
+    def mode_annotation(self) -> str | None:
+        """The deployment-mode annotation value to write, when a mode was chosen."""
+        if not self.mode_explicit or self.mode is None:
+            return None
+        return inferenceservice.mode_annotation(self.mode, self.stable)
 
     @property
     def rollout(self) -> dict:

@@ -13,18 +13,17 @@ from traindeploy import naming
 from traindeploy.children import SUCCEEDED, ChildState, httproute, inferenceservice
 from traindeploy.kube import Kind
 from traindeploy.results import Problem, invalid
-from traindeploy.serving.state import KNATIVE, Serving
+from traindeploy.serving.state import INFERENCESERVICE, KNATIVE, Serving
 
-INFERENCESERVICE = Kind(inferenceservice.GROUP, inferenceservice.VERSION, inferenceservice.PLURAL,
-                        inferenceservice.KIND)
 HTTPROUTE = Kind(httproute.GROUP, httproute.VERSION, httproute.PLURAL, httproute.KIND)
+DEPLOYMENT = Kind("apps", "v1", "deployments", "Deployment")
 
 
 def ensure_isvc(s: Serving, name: str, version: str, storage: str, canary_percent: int | None = None) -> dict:
     p = s.p
     meta = naming.child_metadata(p.td, name, stage="serving", annotations={naming.ANNOTATION_MODEL_VERSION: str(version)})
     desired = inferenceservice.build(meta, s.spec, storage_uri=storage, gpu_resource=p.env.config.gpu_resource,
-                                     deployment_mode=s.mode if s.mode_explicit else None,
+                                     deployment_mode=s.mode_annotation(),
                                      served_model_name=s.name if name != s.name else None)
     if canary_percent is not None:
         desired["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
@@ -36,7 +35,42 @@ def ensure_isvc(s: Serving, name: str, version: str, storage: str, canary_percen
         desired["spec"]["predictor"]["canaryTrafficPercent"] = None
         isvc, _ = p.kube(lambda: p.env.kube.ensure(INFERENCESERVICE, desired, owned=("spec",)))
     p.created(INFERENCESERVICE, name, action)
+    if name == s.name:
+        s.stable = isvc
+        if s.mode is None:  # created just now: KServe's webhook has admitted it
+            s.mode = inferenceservice.resolved_mode(isvc)
+    if action != "unchanged" and s.mode == KNATIVE and name == s.name:
+        _remember_replaced_revision(s, storage, isvc)
     return isvc
+
+
+def _remember_replaced_revision(s: Serving, storage: str, written: dict) -> None:
+    """The revision that was latest when `storage` was first written: the object a patch returns
+    still carries the status from before the patch, so its latest revision is the old spec's."""
+    if (s.serving.get("replacedRevision") or {}).get("storageUri") == storage:
+        return
+    before = inferenceservice.predictor(written).get("latestCreatedRevision") or ""
+    s.serving["replacedRevision"] = {"storageUri": storage, "revision": before}
+
+
+def _replaced_revision(s: Serving, storage: str) -> str | None:
+    replaced = s.serving.get("replacedRevision") or {}
+    return replaced.get("revision") if replaced.get("storageUri") == storage else None
+
+
+def serves(s: Serving, name: str, isvc: dict, storage: str) -> tuple[bool, str]:
+    """Whether InferenceService `name` serves `storage` now, and why not. Its Ready alone can be
+    the previous version's: established from the revision (Knative) or the Deployment (Standard)."""
+    state = inferenceservice.read(isvc)
+    if state.phase != SUCCEEDED:
+        return False, state.message or state.reason or state.phase
+    if s.mode is None:
+        return False, "KServe has not reported the deployment mode it uses yet"
+    if s.mode == KNATIVE:
+        return inferenceservice.revision_serves(isvc, _replaced_revision(s, storage))
+    p = s.p
+    deployment = p.kube(lambda: p.env.kube.get(DEPLOYMENT, p.namespace, inferenceservice.predictor_deployment_name(name)))
+    return inferenceservice.deployment_serves(deployment, storage)
 
 
 def ensure_route(s: Serving, canary_name: str | None, weight: int) -> None:
@@ -56,30 +90,36 @@ def ensure_route(s: Serving, canary_name: str | None, weight: int) -> None:
     p.created(HTTPROUTE, name, action)
 
 
-def set_stable(s: Serving, version: str, storage: str) -> None:
-    """All traffic to `version` on the stable InferenceService; the canary objects go."""
+def set_stable(s: Serving, version: str, storage: str, wait: bool = True) -> tuple[bool, str]:
+    """All traffic to `version` on the stable InferenceService; the canary objects go. In Standard
+    mode, with `wait`, the route and the canary stay until the stable variant serves `version`
+    (a promotion); without it (a rollback) they go at once. Returns (done, why not)."""
     if s.mode == KNATIVE:
         ensure_isvc(s, s.name, version, storage, canary_percent=100)
-        return
-    ensure_isvc(s, s.name, version, storage)
+        return True, ""
+    isvc = ensure_isvc(s, s.name, version, storage)
+    if wait:
+        ready, message = serves(s, s.name, isvc, storage)
+        if not ready:
+            return False, message
     if s.spec.get("canary") is not None or any(c.get("kind") == HTTPROUTE.kind for c in s.p.status.get("children", [])):
         ensure_route(s, None, 0)
     s.p.kube(lambda: s.p.env.kube.delete(INFERENCESERVICE, s.p.namespace, s.canary_name))
     s.p.forget_child(INFERENCESERVICE, s.canary_name)
+    return True, ""
 
 
 def apply_weight(s: Serving, version: str, storage: str, stable: str, weight: int) -> tuple[bool, str | None, str]:
     """Puts `weight` percent on the canary; returns (canary ready, canary URL, why not ready)."""
     if s.mode == KNATIVE:
-        ready, url, message = knative_canary_state(ensure_isvc(s, s.name, version, storage, canary_percent=weight),
-                                                   weight)
+        isvc = ensure_isvc(s, s.name, version, storage, canary_percent=weight)
+        ready, url, message = knative_canary_state(isvc, weight, _replaced_revision(s, storage))
     else:
         ensure_isvc(s, s.name, stable, s.serving["storageUri"])
         isvc = ensure_isvc(s, s.canary_name, version, storage)
         ensure_route(s, s.canary_name, weight)
-        state = inferenceservice.read(isvc)
-        ready, url = state.phase == SUCCEEDED, inferenceservice.predictor_address(isvc)
-        message = state.message or state.reason or state.phase
+        ready, message = serves(s, s.canary_name, isvc, storage)
+        url = inferenceservice.predictor_address(isvc)
     s.serving["traffic"] = f"v{stable} {100 - weight}%, v{version} {weight}%"
     return ready, url, message
 
@@ -102,15 +142,16 @@ def observe(s: Serving, state: ChildState) -> None:
         s.serving["url"] = state.outputs["url"]
 
 
-def knative_canary_state(isvc: dict, weight: int) -> tuple[bool, str | None, str]:
-    """Ready when the latest revision is ready and KServe reports the weight on it."""
+def knative_canary_state(isvc: dict, weight: int, replaced_revision: str | None) -> tuple[bool, str | None, str]:
+    """Ready when the canary's revision (not the one it replaced) is ready and KServe reports the
+    weight on it."""
     state = inferenceservice.read(isvc)
-    predictor = inferenceservice.predictor(isvc)
     latest = next((t for t in inferenceservice.traffic(isvc) if t.get("latestRevision")), None)
     if state.phase != SUCCEEDED:
         return False, None, state.message or state.reason or state.phase
-    if predictor.get("latestReadyRevision") != predictor.get("latestCreatedRevision"):
-        return False, None, f"revision {predictor.get('latestCreatedRevision')} is not ready"
+    revision_ready, message = inferenceservice.revision_serves(isvc, replaced_revision)
+    if not revision_ready:
+        return False, None, message
     if latest is None or latest.get("percent") != weight:
         return False, None, f"KServe does not report {weight}% on the latest revision yet"
     return True, latest.get("url") or inferenceservice.predictor_address(isvc), "ready"

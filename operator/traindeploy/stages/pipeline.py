@@ -30,7 +30,7 @@ def run(p: Pass) -> Result:
     if not endpoint:
         return invalid("spec.pipeline.endpoint", "not set, and the operator has no default KFP endpoint.")
     client = client_for(p)
-    display_name = naming.pipeline_run_name(p.namespace, p.name, p.cycle)
+    display_name = naming.pipeline_run_name(p.namespace, p.name, p.cycle, p.meta["uid"])
     try:
         if record.get("runId"):
             run_ = client.get_run(record["runId"])

@@ -18,9 +18,20 @@ def run(p: Pass) -> Result:
     model_name = p.spec["model"]["name"]
     run_id = p.status["training"]["mlflowRunId"]
     model = p.status.setdefault("model", {"name": model_name})
-    version = p.mlflow(lambda client: _find_or_create_version(p, client, model_name, run_id))
+    version = p.mlflow(lambda client: _find_version(p, client, model_name))
     if version is None:
-        return Fail("NoLoggedModel", f"MLflow run {run_id} logged no model to register.")
+        logged = p.mlflow(lambda client: client.logged_model_for_run(client.get_run(run_id)))
+        if logged is None:
+            return Fail("NoLoggedModel", f"MLflow run {run_id} logged no model to register.")
+        # Only a READY logged model has all its artifacts: PENDING is still uploading (or its
+        # uploader died), FAILED never finished (UPSTREAM.md, errata: MLflow).
+        if logged.get("status") == "FAILED":
+            return Fail("LoggedModelFailed", f"The model {logged['model_id']} that MLflow run {run_id} logged "
+                                             "failed to upload; it is not registered.")
+        if logged.get("status") != "READY":
+            return Wait(f"The model {logged['model_id']} that MLflow run {run_id} logged is "
+                        f"{logged.get('status')}, not READY; it is registered once READY.", POLL)
+        version = p.mlflow(lambda client: _create_version(p, client, model_name, run_id, logged))
     model.update({"version": version["version"], "source": version.get("source")})
     if version.get("status") == "FAILED_REGISTRATION":
         return Fail("RegistrationFailed", f"MLflow could not register {model_name} version {version['version']}.")
@@ -48,14 +59,12 @@ def storage_uri(p: Pass, model_name: str, version: str) -> str | Fail:
     return storage
 
 
-def _find_or_create_version(p: Pass, client, model_name: str, run_id: str) -> dict | None:
+def _find_version(p: Pass, client, model_name: str) -> dict | None:
     client.ensure_registered_model(model_name)
-    version = client.find_model_version(model_name, p.identity_tags())
-    if version is not None:
-        return version
-    logged = client.logged_model_for_run(client.get_run(run_id))
-    if logged is None:
-        return None
+    return client.find_model_version(model_name, p.identity_tags())
+
+
+def _create_version(p: Pass, client, model_name: str, run_id: str, logged: dict) -> dict:
     version = client.create_model_version(
         model_name, f"models:/{logged['model_id']}", run_id, model_id=logged["model_id"], tags=p.lineage_tags(),
         description=f"Trained by TrainDeploy {p.namespace}/{p.name}, cycle {p.cycle}.")
