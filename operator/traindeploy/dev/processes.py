@@ -12,7 +12,9 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -20,14 +22,24 @@ _running: set[subprocess.Popen] = set()
 
 
 def _die_with_parent() -> None:
-    # Linux sends the signal when the *thread* that started the child exits, so servers are
-    # started from the main thread (session fixtures, command lines), never from a worker thread.
+    # Linux sends the signal when the *thread* that started the child exits (see `start`).
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+# Linux sends the parent-death signal when the *thread* that started a child exits, so children
+# asked for from short-lived threads are started by one thread that lives as long as the process.
+_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="process-spawner")
+
+
 def start(argv: list[str], log_path: Path, env: dict[str, str] | None = None,
           cwd: Path | None = None) -> subprocess.Popen:
+    if threading.current_thread() is not threading.main_thread():
+        return _spawner.submit(_start, argv, log_path, env, cwd).result()
+    return _start(argv, log_path, env, cwd)
+
+
+def _start(argv: list[str], log_path: Path, env: dict[str, str] | None, cwd: Path | None) -> subprocess.Popen:
     log = open(log_path, "ab")
     try:
         proc = subprocess.Popen(
