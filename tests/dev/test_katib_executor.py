@@ -80,7 +80,8 @@ def first_suggestions(built, space, count=3):
 @pytest.mark.parametrize("name, settings, expected", [
     ("random", {"random_state": 7}, optuna.samplers.RandomSampler),
     ("grid", {"random_state": 7}, optuna.samplers.GridSampler),
-    ("tpe", {"random_state": 7, "n_startup_trials": 2, "n_EI_candidates": 12, "gamma": 0.25}, optuna.samplers.TPESampler),
+    ("tpe", {"random_state": 7, "n_startup_trials": 2, "n_EI_candidates": 12, "gamma": 0.25},
+     optuna.samplers.TPESampler),
     ("multivariate-tpe", {"random_state": 7}, optuna.samplers.TPESampler),
     ("cmaes", {"random_state": 7, "sigma": 0.3}, optuna.samplers.CmaEsSampler),
     ("sobol", {"random_state": 7}, optuna.samplers.QMCSampler),
@@ -462,16 +463,21 @@ def test_the_goal_ends_a_minimizing_search_early_and_failures_fail_it(api_client
     create(api_client, namespace, experiment("goal", tuning, namespace=namespace))
     failing = {**TUNING, "algorithm": "random", "parallelTrials": 1, "maxTrials": 5, "maxFailedTrials": 2}
     create(api_client, namespace, experiment("broken", failing, namespace=namespace))
+    create(api_client, namespace, experiment("refused", {**failing, "maxFailedTrials": 1}, namespace=namespace))
     launcher = ScriptLauncher(tmp_path)
     modes = {"goal": "learn", "broken": "fail"}
 
     def launch(trial: TrialLaunch) -> subprocess.Popen:
-        launcher.mode = modes[trial.name.rsplit("-", 1)[0]]
+        experiment_name = trial.name.rsplit("-", 1)[0]
+        if experiment_name == "refused":
+            raise LookupError(f"no local code for {trial.container['image']}")
+        launcher.mode = modes[experiment_name]
         return launcher(trial)
 
     with KatibExecutor(api_client, namespace, launch, tmp_path / "work", poll_interval=0.05, watch_timeout=1):
         goal = wait_experiment(api_client, namespace, "goal", completed)
         broken = wait_experiment(api_client, namespace, "broken", completed)
+        refused = wait_experiment(api_client, namespace, "refused", completed)
     # Every loss the script prints is below 0.95 at its last epoch: the first trial reaches the goal.
     assert kinds(goal["status"])[-1] == ("Succeeded", "True", "ExperimentGoalReached")
     assert (goal["status"]["trials"], goal["status"]["trialsSucceeded"]) == (1, 1)
@@ -482,6 +488,8 @@ def test_the_goal_ends_a_minimizing_search_early_and_failures_fail_it(api_client
     assert broken["status"]["conditions"][-1]["message"] == st.MAX_FAILED_MESSAGE
     assert (broken["status"]["trials"], broken["status"]["trialsFailed"]) == (2, 2)
     assert "currentOptimalTrial" not in broken["status"]
+    assert kinds(refused["status"])[-1] == ("Failed", "True", "ExperimentFailed")
+    assert (refused["status"]["trials"], refused["status"]["trialsFailed"]) == (1, 1)
 
 
 def test_an_algorithm_without_optuna_fails_and_deleting_or_stopping_ends_trials(api_client, namespace, tmp_path):

@@ -114,7 +114,8 @@ class Players:
                                                      "currentOptimalTrial": optimal},
                                             katib_status.MAX_TRIALS_REACHED, t)
         elif outcome == "Failed":
-            status = katib_status.failed(status, katib_status.trial_counts(failed=3), katib_status.MAX_FAILED_MESSAGE, t)
+            status = katib_status.failed(status, katib_status.trial_counts(failed=3),
+                                         katib_status.MAX_FAILED_MESSAGE, t)
         self._status("kubeflow.org", "v1beta1", "experiments", name, status)
 
     # -- KServe: InferenceService --------------------------------------------------------------

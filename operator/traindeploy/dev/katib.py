@@ -40,12 +40,13 @@ min at least 1), categorical and discrete -> CategoricalDistribution of the list
 
 Trials: a Katib name (`<experiment>-<8 random characters>`), `KATIB_TRIAL_NAME` in the env, stdout
 and stderr in `<workdir>/<namespace>/<experiment>/<trial>.log`. Exit 0 with the objective metric
-seen: Succeeded; exit 0 without it: MetricsUnavailable; any other exit (or a launch that raised
-OSError): Failed, with no observation (Katib's collector reports only after the `completed`
-marker). Optuna is told the objective's value by its metric strategy (min, max or latest), and a
-failed trial as FAIL. At most `parallelTrialCount` trials run at once and at most `maxTrialCount`
-are created in all; once the Experiment is Succeeded or Failed no trial is started, and running
-ones finish and are still counted (Katib does not stop them either). Deleting the Experiment, or
+seen: Succeeded; exit 0 without it: MetricsUnavailable; any other exit, or a `launch` that raised
+(no local code for the image, a command not found): Failed, with no observation (Katib's collector
+reports only after the `completed` marker). Optuna is told the objective's value by its metric
+strategy (min, max or latest), and a failed trial as FAIL. At most `parallelTrialCount` trials run
+at once and at most `maxTrialCount` are created in all (changes to these and `maxFailedTrialCount`
+are followed); once the Experiment is Succeeded or Failed no trial is started, and running ones
+finish and are still counted (Katib does not stop them either). Deleting the Experiment, or
 `stop()`, terminates its trials' process groups (SIGTERM, then SIGKILL after a grace period): a
 `launch` should start each process in a new session.
 
@@ -604,7 +605,10 @@ class _Search:
         for _ in range(max(0, wanted)):
             asked = planned.study.ask(fixed_distributions=planned.space)
             assignments = tuple((name, assignment_value(asked.params[name])) for name in planned.space)
+            taken = {trial.name for trial in self.trials}
             name = trial_name(self.name)
+            while name in taken:
+                name = trial_name(self.name)
             log_path = self.executor.workdir / namespace / self.name / f"{name}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             trial = _Trial(name, assignments, asked.number, log_path)
@@ -616,8 +620,8 @@ class _Search:
                                  trial_spec=trial_spec)
             try:
                 trial.process = self.executor.launch(launch)
-            except OSError as error:
-                log.warning("Katib trial %s could not start: %s", name, error)
+            except Exception as error:  # the launcher refused it (no local code for the image, ...)
+                log.warning("Katib trial %s could not start: %s: %s", name, type(error).__name__, error)
                 trial.state = status.T_FAILED
                 planned.study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             else:

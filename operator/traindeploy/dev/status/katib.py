@@ -158,7 +158,8 @@ def trial_counts(*, succeeded: int = 0, failed: int = 0, running: int = 0, pendi
     return {key: value for key, value in counts.items() if value}
 
 
-def metric(name: str, *, min: str = UNAVAILABLE, max: str = UNAVAILABLE, latest: str = UNAVAILABLE) -> dict:  # noqa: A002
+def metric(name: str, *, min: str = UNAVAILABLE, max: str = UNAVAILABLE,  # noqa: A002 (Katib's names)
+           latest: str = UNAVAILABLE) -> dict:
     return {"name": name, "min": str(min), "max": str(max), "latest": str(latest)}
 
 
