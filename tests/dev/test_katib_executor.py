@@ -496,13 +496,17 @@ def test_an_algorithm_without_optuna_fails_and_deleting_or_stopping_ends_trials(
     hyperband = {**TUNING, "algorithm": "hyperband", "algorithmSettings": {"r_l": "9", "resource_name": "epochs"}}
     create(api_client, namespace, experiment("hb", hyperband, namespace=namespace))
     create(api_client, namespace, experiment("slow", namespace=namespace))
-    create(api_client, namespace, experiment("slow2", {**TUNING, "parallelTrials": 1}, namespace=namespace))
     launcher = ScriptLauncher(tmp_path, mode="sleep")
     executor = KatibExecutor(api_client, namespace, launcher, tmp_path / "work", poll_interval=0.05, watch_timeout=1)
     with executor:
         hb = wait_experiment(api_client, namespace, "hb", completed)
         wait_experiment(api_client, namespace, "slow", lambda obj: (obj.get("status") or {}).get("trialsRunning") == 2)
+        # Created while the executor watches, then given more parallel trials, as Katib allows.
+        create(api_client, namespace, experiment("slow2", {**TUNING, "parallelTrials": 1}, namespace=namespace))
         wait_experiment(api_client, namespace, "slow2", lambda obj: (obj.get("status") or {}).get("trialsRunning") == 1)
+        client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+            katib.GROUP, katib.VERSION, namespace, katib.PLURAL, "slow2", {"spec": {"parallelTrialCount": 2}})
+        wait_experiment(api_client, namespace, "slow2", lambda obj: (obj.get("status") or {}).get("trialsRunning") == 2)
         client.CustomObjectsApi(api_client).delete_namespaced_custom_object(
             katib.GROUP, katib.VERSION, namespace, katib.PLURAL, "slow")
         deleted = [process for trial, process in launcher.started if trial.name.startswith("slow-")]
@@ -511,8 +515,8 @@ def test_an_algorithm_without_optuna_fails_and_deleting_or_stopping_ends_trials(
             time.sleep(0.1)
         assert [process.poll() for process in deleted] == [-15, -15], "SIGTERM to each trial of the deleted one"
         kept = [process for trial, process in launcher.started if trial.name.startswith("slow2-")]
-        assert [process.poll() for process in kept] == [None]
-    assert [process.poll() for process in kept] == [-15], "stop() ended the other Experiment's trial"
+        assert [process.poll() for process in kept] == [None, None]
+    assert [process.poll() for process in kept] == [-15, -15], "stop() ended the other Experiment's trials"
     state = katib.read(hb)
     assert (state.phase, state.reason) == (FAILED, "ExperimentFailed")
     assert state.message.startswith("Suggestion has failed") and "'hyperband'" in state.message
