@@ -14,6 +14,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from e2e.kserve_player import predictor_deployment
+from traindeploy.dev.status import katib as katib_status
 from traindeploy.dev.status import training as training_status
 
 
@@ -94,30 +95,18 @@ class Players:
 
     def experiment(self, name: str, outcome: str = "Succeeded", best: dict[str, str] | None = None,
                    metric: str = "accuracy", value: str = "0.95") -> None:
+        """Katib's status for `outcome` (Running, Succeeded or Failed), with the executor's builders."""
         t = _now()
-        created = {"type": "Created", "status": "True", "reason": "ExperimentCreated",
-                   "message": "Experiment is created", "lastUpdateTime": t, "lastTransitionTime": t}
-        running = {"type": "Running", "status": "True", "reason": "ExperimentRunning",
-                   "message": "Experiment is running", "lastUpdateTime": t, "lastTransitionTime": t}
-        status: dict = {"startTime": t, "completionTime": None, "conditions": [created, running],
-                        "trials": 2, "trialsRunning": 2}
+        status = katib_status.running(katib_status.created(t), katib_status.trial_counts(running=2), t)
         if outcome == "Succeeded":
-            status = {"startTime": t, "completionTime": t, "trials": 4, "trialsSucceeded": 4,
-                      "conditions": [created, {**running, "status": "False"},
-                                     {"type": "Succeeded", "status": "True", "reason": "ExperimentMaxTrialsReached",
-                                      "message": "Experiment has succeeded because max trial count has reached",
-                                      "lastUpdateTime": t, "lastTransitionTime": t}],
-                      "currentOptimalTrial": {
-                          "bestTrialName": f"{name}-x7k2p9qd",
-                          "parameterAssignments": [{"name": k, "value": v} for k, v in (best or {}).items()],
-                          "observation": {"metrics": [{"name": metric, "min": "0.5", "max": value,
-                                                       "latest": value}]}}}
+            optimal = katib_status.optimal_trial(f"{name}-x7k2p9qd", best or {},
+                                                 [katib_status.metric(metric, min="0.5", max=value, latest=value)])
+            status = katib_status.succeeded(status, {**katib_status.trial_counts(succeeded=4),
+                                                     "currentOptimalTrial": optimal},
+                                            katib_status.MAX_TRIALS_REACHED, t)
         elif outcome == "Failed":
-            status = {"startTime": t, "completionTime": t, "trials": 3, "trialsFailed": 3,
-                      "conditions": [created, {**running, "status": "False"},
-                                     {"type": "Failed", "status": "True", "reason": "ExperimentFailed",
-                                      "message": "Experiment has failed because max failed count has reached",
-                                      "lastUpdateTime": t, "lastTransitionTime": t}]}
+            status = katib_status.failed(status, katib_status.trial_counts(failed=3),
+                                         katib_status.MAX_FAILED_MESSAGE, t)
         self._status("kubeflow.org", "v1beta1", "experiments", name, status)
 
     # -- KServe: InferenceService --------------------------------------------------------------
