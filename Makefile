@@ -19,14 +19,14 @@ test: tools
 tools: venv
 	$(PY) -m harness.tools
 
-# `make run` shows the operator at work on this machine: a local control plane, MLflow and the
-# operator, examples/traindeploys/minimal.yaml applied, and labelled stand-ins playing the Training
-# Operator, the trainer and KServe, until Ctrl-C (see tests/harness/local_run.py).
-# RUN_ARGS passes options, e.g. make run RUN_ARGS=--exit-when-ready
+# `make run` is `traindeploy dev` on examples/traindeploys/minimal.yaml: a local control plane,
+# MLflow and the operator, the example trained for real with PyTorch (CPU), registered, served by
+# MLServer and answering a prediction; Ctrl-C stops it all. RUN_ARGS passes options, e.g.
+# make run RUN_ARGS=--exit-when-ready, or RUN_ARGS=examples/traindeploys/full.yaml for another manifest.
 .PHONY: run
-RUN_ARGS ?=
+RUN_ARGS ?= examples/traindeploys/minimal.yaml
 run: tools
-	$(PY) -m harness.local_run $(RUN_ARGS)
+	$(VENV)/bin/traindeploy dev $$($(PY) -m harness.tools --dev-args) $(RUN_ARGS)
 
 # Benchmarks print their figures against a baseline measured in the same run (not part of make test).
 .PHONY: bench
@@ -39,7 +39,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,dev]'
 	touch $@
 
 clean-venv:

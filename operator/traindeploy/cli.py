@@ -82,6 +82,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
                      f"time, level, logger and message (default: ${ENV_LOG_FORMAT}, else text)")
     # Kept for people and scripts used to it (the end-to-end tests among them).
     run.add_argument("--verbose", "-v", action="store_true", help="same as --log-level=debug")
+
+    from traindeploy.dev import command as dev_command
+
+    dev_command.build_parser(commands.add_parser(
+        "dev", help="the whole lifecycle for real on this machine, no cluster needed",
+        description=(dev_command.__doc__ or "").split("\n\n", 1)[1].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
 
@@ -99,6 +106,10 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         return run_operator(namespaces=namespaces, liveness=args.liveness,
                             log_level="debug" if args.verbose else args.log_level,
                             log_format=args.log_format)
+    if args.command == "dev":
+        from traindeploy.dev import command as dev_command
+
+        return dev_command.run(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -208,8 +208,17 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m harness.tools")
     parser.add_argument("--test-tiers", action="store_true")
+    parser.add_argument("--dev-args", action="store_true",
+                        help="print only the arguments `traindeploy dev` needs for the local cluster (make run)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.dev_args:
+        from harness import trainer_env
+        from harness.paths import OUR_CRDS, upstream_crds_dir
+
+        print(f"--control-plane-bin={controlplane_bin_dir()} --kubectl={kube_tools_dir() / 'kubectl'} "
+              f"--crds={OUR_CRDS} --crds={upstream_crds_dir()} --kfp-python={trainer_env.pipelines_python()}")
+        return 0
     started = time.monotonic()
     print(f"control plane: {controlplane_bin_dir()}")
     print(f"helm/kubectl:  {kube_tools_dir()}")
