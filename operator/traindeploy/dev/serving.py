@@ -352,5 +352,6 @@ def _last_error(path: Path) -> str:
     if not path.exists():
         return ""
     lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line.split(":", 1)[0] or "Exception" in line.split(":", 1)[0]]
+    # `package.SomeError: what went wrong`; a bare `CancelledError` is the shutdown that follows.
+    errors = [line for line in lines if ": " in line and line.split(": ", 1)[0].endswith(("Error", "Exception"))]
     return (errors or lines or [""])[-1][:500]

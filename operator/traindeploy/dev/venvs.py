@@ -65,7 +65,8 @@ def venv_key(requirements: Path, base: Path | None = None) -> str:
 def python_for(requirements: Path, name: str | None = None, base: Path | None = None) -> Path:
     """The python of a venv with `requirements` installed; builds it on a miss (one process at a
     time). `base` is the python of a venv whose packages this one also sees."""
-    name = name or requirements.stem
+    # examples/trainer/requirements.txt is the "trainer" venv (the name the test tiers give it).
+    name = name or (requirements.parent.name if requirements.stem == "requirements" else requirements.stem)
     target = cache_dir() / "venvs" / f"{name}-{venv_key(requirements, base)}"
     python = target / "bin" / "python"
     if (target / MARKER).is_file():
