@@ -138,3 +138,29 @@ def test_the_watch_catches_two_replicas_acting_at_once(control_plane, api_client
         for replica in replicas:
             replica.stop()
     assert any("lead at once" in v for v in watch.violations)
+
+
+def test_a_graceful_stop_hands_the_lease_over_at_once(control_plane, namespace, operator_settings, tmp_path):
+    """SIGTERM (a rolling update, a drain): the leader gives the Lease up as it exits, so the
+    standby leads within a retry period or so, not a whole lease duration later."""
+    settings = {**operator_settings, **ELECTION, "TRAINDEPLOY_LEASE_DURATION": "30",
+                "TRAINDEPLOY_RENEW_DEADLINE": "20", "TRAINDEPLOY_LEASE_NAMESPACE": namespace}
+    first = _replica(control_plane, namespace, tmp_path, settings, "first").start()
+    wait_for(lambda: _scrape(first), lambda s: s.get(("traindeploy_leader", ())) == 1, timeout=30,
+             what="the first replica to lead")
+    second = _replica(control_plane, namespace, tmp_path, settings, "second").start()
+    try:
+        time.sleep(1)
+        assert second.scrape()[("traindeploy_leader", ())] == 0
+        stopping = time.monotonic()
+        first.stop()
+        stopped = time.monotonic() - stopping
+        wait_for(lambda: _scrape(second), lambda s: s.get(("traindeploy_leader", ())) == 1, timeout=30,
+                 what="the standby to lead")
+        handed_over = time.monotonic() - stopping
+    finally:
+        second.stop()
+        first.stop()
+    print(f"\nhand-over: the leader stopped in {stopped:.1f}s, the standby led {handed_over:.1f}s after SIGTERM")
+    assert "Released Lease" in first.log_tail(50)
+    assert handed_over < stopped + 3, "the standby waited for the Lease to expire"

@@ -91,6 +91,12 @@ def test_a_lifecycle_is_counted_on_the_metrics_endpoint(api_client, namespace, p
                  dependency="kfp", result="unavailable") == 0
     # Two cycles: two KFP runs submitted, nothing more.
     assert len(kfp.runs) == 2
+    # What the dashboards and alerts are checked against (traindeploy.metrics.exported_names) is
+    # what the endpoint really serves.
+    from traindeploy import metrics
+
+    served = {name for name, _ in samples if name.startswith("traindeploy_")}
+    assert served <= metrics.exported_names(), served - metrics.exported_names()
     # Bounded labels: nothing names the object, its namespace or a run.
     for (name, labels) in samples:
         if name.startswith("traindeploy_"):
