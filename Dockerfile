@@ -48,6 +48,7 @@ ENV PATH=/opt/traindeploy/bin:${PATH} \
 # A numeric user (as "nonroot" in distroless) so that runAsNonRoot can verify it without /etc/passwd.
 USER 65532:65532
 WORKDIR /tmp
-# kopf's liveness endpoint: `traindeploy run` serves http://0.0.0.0:8080/healthz by default.
-EXPOSE 8080
+# kopf's liveness endpoint: `traindeploy run` serves http://0.0.0.0:8080/healthz by default;
+# the Prometheus metrics are on 8081 (/metrics).
+EXPOSE 8080 8081
 ENTRYPOINT ["traindeploy", "run"]

@@ -6,7 +6,7 @@
 
 install.yaml is the Namespace `traindeploy-system` followed by what the real helm renders from
 charts/traindeploy-operator with the chart's default values (the CRD, the ServiceAccount, the
-cluster-wide RBAC and the Deployment), labelled as managed by kubectl instead of Helm. Users apply
+cluster-wide RBAC, the metrics Service and the Deployment), labelled as managed by kubectl instead of Helm. Users apply
 it with `kubectl apply --server-side -f install.yaml` (docs/install.md).
 
 helm comes from --helm, else $HELM, else the pinned helm the test harness fetches and caches

@@ -35,6 +35,22 @@ class OperatorConfig:
     # After a restart, TrainDeploys whose status is current take their first pass within this
     # many seconds, at random, behind those that need work.
     startup_spread: float = 5.0
+    # Prometheus metrics, on their own port beside the liveness endpoint (kopf serves only
+    # /healthz on its port). Port 0 turns the endpoint off.
+    metrics_address: str = "0.0.0.0"
+    metrics_port: int = 8081
+    metrics_path: str = "/metrics"
+    # High availability: with leader election on, replicas compete for a Lease; only the holder
+    # runs kopf, the others wait. The holder renews every `retry_period`; if it cannot renew
+    # within `renew_deadline` it exits (the Deployment restarts it as a standby). A standby takes
+    # over once the holder has not renewed for `lease_duration`. renew_deadline < lease_duration,
+    # so a leader that lost the Lease has stopped before anyone else may start.
+    leader_election: bool = False
+    lease_name: str = "traindeploy-operator"
+    lease_namespace: str | None = None  # None: the pod's own namespace ($POD_NAMESPACE)
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
 
     def gateway(self) -> dict | None:
         if not self.gateway_ref:
@@ -71,4 +87,13 @@ class OperatorConfig:
             resync_interval=number("TRAINDEPLOY_RESYNC_INTERVAL", cls.resync_interval),
             deadline_grace=number("TRAINDEPLOY_DEADLINE_GRACE", cls.deadline_grace),
             startup_spread=number("TRAINDEPLOY_STARTUP_SPREAD", cls.startup_spread),
+            metrics_address=env.get("TRAINDEPLOY_METRICS_ADDRESS") or cls.metrics_address,
+            metrics_port=int(number("TRAINDEPLOY_METRICS_PORT", cls.metrics_port)),
+            metrics_path="/" + (env.get("TRAINDEPLOY_METRICS_PATH") or cls.metrics_path).lstrip("/"),
+            leader_election=(env.get("TRAINDEPLOY_LEADER_ELECTION") or "").strip().lower() in ("1", "true", "yes"),
+            lease_name=env.get("TRAINDEPLOY_LEASE_NAME") or cls.lease_name,
+            lease_namespace=env.get("TRAINDEPLOY_LEASE_NAMESPACE") or env.get("POD_NAMESPACE") or None,
+            lease_duration=number("TRAINDEPLOY_LEASE_DURATION", cls.lease_duration),
+            renew_deadline=number("TRAINDEPLOY_RENEW_DEADLINE", cls.renew_deadline),
+            retry_period=number("TRAINDEPLOY_RETRY_PERIOD", cls.retry_period),
         )

@@ -84,6 +84,8 @@ class Pass:
         self.now_dt = env.clock()
         self.now = cond.now_rfc3339(self.now_dt)
         self.events: list[Event] = []
+        # Canary rollouts this pass ended, (outcome, reason): counted once its status write took.
+        self.canary_outcomes: list[tuple[str, str]] = []
         self._secrets: dict[str, dict[str, str] | None] = {}
         self._mlflow: Any = None
 
@@ -109,6 +111,9 @@ class Pass:
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
+
+    def canary_ended(self, outcome: str, reason: str) -> None:
+        self.canary_outcomes.append((outcome, reason))
 
     def created(self, kind: Kind, name: str, action: str) -> None:
         ref = {"apiVersion": kind.api_version, "kind": kind.kind, "name": name}

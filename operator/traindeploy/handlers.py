@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass, field
 
 import kopf
 
-from traindeploy import GROUP, PLURAL, VERSION, cycle, naming
+from traindeploy import GROUP, PLURAL, VERSION, cycle, metrics, naming, telemetry
 from traindeploy.config import OperatorConfig
 from traindeploy.context import Pass
 from traindeploy.kube import Conflict, Kube, KubeError
@@ -41,6 +42,8 @@ class _Loop:
 
 
 _loops: dict[str, _Loop] = {}
+# Read at scrape time from the loops themselves, so it cannot drift from them.
+metrics.BACKOFFS.set_function(lambda: sum(1 for loop in list(_loops.values()) if loop.failures))
 
 
 @kopf.on.startup()
@@ -94,11 +97,14 @@ async def reconcile_loop(body: kopf.Body, uid: str, stopped: kopf.DaemonStopped,
         while not stopped:
             loop.wake.clear()
             loop.seen = _interesting(body)
+            started = time.monotonic()
             outcome = await asyncio.to_thread(_reconcile_and_write, body, env, logger, loop)
+            telemetry.pass_done(outcome, time.monotonic() - started)
             delay = _next_delay(outcome, loop, env.config)
             await _sleep(loop.wake, stopped, delay)
     finally:
         _loops.pop(uid, None)
+        metrics.PHASES.forget(uid)
 
 
 def _up_to_date(body: kopf.Body) -> bool:
@@ -132,13 +138,16 @@ def _reconcile_and_write(body: kopf.Body, env: Environment, logger: kopf.Logger,
             outcome = reconcile(td, env)
             meta = td["metadata"]
             if outcome.status == (td.get("status") or {}):
+                telemetry.phase(meta["uid"], outcome.status)
                 break
             try:
                 written = env.kube.replace_status(TRAINDEPLOY, meta["namespace"], meta["name"], outcome.status,
                                                   resource_version=meta.get("resourceVersion"))
                 loop.written = written["metadata"]["resourceVersion"]
+                telemetry.written(meta["uid"], td.get("status") or {}, outcome)
                 break
             except Conflict:
+                metrics.STATUS_CONFLICTS.inc()
                 td = env.kube.get(TRAINDEPLOY, meta["namespace"], meta["name"])
                 if td is None:
                     return None
@@ -160,6 +169,7 @@ def _reconcile_and_write(body: kopf.Body, env: Environment, logger: kopf.Logger,
 def _next_delay(outcome: Outcome | None, loop: _Loop, config: OperatorConfig) -> float:
     if outcome is None or outcome.blocked:
         loop.failures += 1
+        metrics.RETRIES.labels("error" if outcome is None else "blocked").inc()
         return min(config.backoff_max, config.backoff_initial * 2 ** (loop.failures - 1))
     loop.failures = 0
     if outcome.requeue_after is None:

@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import requests
 import yaml
 
+from traindeploy import metrics
 from traindeploy.children import FAILED, PENDING, RUNNING, SUCCEEDED, ChildState
 
 log = logging.getLogger(__name__)
@@ -223,12 +224,16 @@ class KfpClient:
                     timeout=self._timeout, allow_redirects=False)
             except requests.Timeout:
                 failure = KfpUnavailable(f"KFP {method} {path}: no answer within {self._timeout:g}s")
+                _measure("unavailable", started)
             except requests.ConnectionError as exc:
                 failure = KfpUnavailable(f"KFP {method} {path}: cannot connect to {self.endpoint}: "
                                          f"{_root_cause(exc)}")
+                _measure("unavailable", started)
             except requests.RequestException as exc:
                 failure = KfpUnavailable(f"KFP {method} {path}: {type(exc).__name__}")
+                _measure("unavailable", started)
             else:
+                _measure(_result_of(response.status_code), started)
                 log.debug("KFP %s %s -> %s in %.2fs", method, path, response.status_code,
                           time.monotonic() - started)
                 status = response.status_code
@@ -251,6 +256,19 @@ class KfpClient:
                 time.sleep(delay)
         assert failure is not None
         raise failure
+
+
+def _result_of(status: int) -> str:
+    if 200 <= status < 300:
+        return "ok"
+    if status == 429 or status >= 500:
+        return "unavailable"
+    return "not_found" if status == 404 else "refused"
+
+
+def _measure(result: str, started: float) -> None:
+    """Each request (each attempt of a retried read) in traindeploy_dependency_request_duration_seconds."""
+    metrics.DEPENDENCY_REQUESTS.labels("kfp", result).observe(time.monotonic() - started)
 
 
 def _equals_filter(key: str, value: str) -> str:

@@ -24,6 +24,7 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from traindeploy import metrics
 from traindeploy.diff import drift, without_nones
 from traindeploy.secrets import decode_data
 
@@ -123,12 +124,18 @@ class Kube:
         self.timeout = timeout
 
     def _call(self, what: str, fn, *args, **kwargs):
-        try:
-            return fn(*args, _request_timeout=self.timeout, **kwargs)
-        except ApiException as error:
-            raise classify(what, error) from None
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise KubeUnavailable(what, f"{type(error).__name__}: {error}") from None
+        """One apiserver request, timed in `traindeploy_dependency_request_duration_seconds` with
+        its result: ok, or the error's type (not_found, conflict, kube_unavailable, ...)."""
+        with metrics.dependency_request("kubernetes") as outcome:
+            try:
+                return fn(*args, _request_timeout=self.timeout, **kwargs)
+            except ApiException as error:
+                typed = classify(what, error)
+                outcome["result"] = metrics.snake(type(typed).__name__)
+                raise typed from None
+            except (urllib3.exceptions.HTTPError, OSError) as error:
+                outcome["result"] = "kube_unavailable"
+                raise KubeUnavailable(what, f"{type(error).__name__}: {error}") from None
 
     def get(self, kind: Kind, namespace: str, name: str) -> dict | None:
         try:

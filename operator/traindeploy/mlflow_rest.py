@@ -31,6 +31,7 @@ from typing import Any
 
 import requests
 
+from traindeploy import metrics
 from traindeploy.secrets import MLFLOW_SECRET_KEYS as SECRET_KEYS
 from traindeploy.secrets import decode_data
 
@@ -357,6 +358,21 @@ class MlflowRest:
 
     def _once(self, method: str, url: str, path: str, params: Mapping[str, Any] | None,
               body: Mapping[str, Any] | None) -> dict[str, Any]:
+        with metrics.dependency_request("mlflow") as outcome:
+            try:
+                return self._once_unmeasured(method, url, path, params, body)
+            except MlflowUnavailable:
+                outcome["result"] = "unavailable"
+                raise
+            except MlflowUnauthorized:
+                outcome["result"] = "unauthorized"
+                raise
+            except MlflowApiError as exc:
+                outcome["result"] = "not_found" if exc.status == 404 else "refused"
+                raise
+
+    def _once_unmeasured(self, method: str, url: str, path: str, params: Mapping[str, Any] | None,
+                         body: Mapping[str, Any] | None) -> dict[str, Any]:
         headers = {"Accept": "application/json", "User-Agent": _USER_AGENT, **self._auth_headers}
         started = time.monotonic()
         try:

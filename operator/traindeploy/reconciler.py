@@ -35,6 +35,7 @@ class Outcome:
     events: list[Event]
     requeue_after: float | None  # seconds; None: only watch events (and the resync) wake it
     blocked: bool = False  # waiting on an unavailable dependency: retry with backoff
+    canary_outcomes: tuple[tuple[str, str], ...] = ()  # (outcome, reason) of rollouts this pass ended
 
 
 def stages_for(spec: dict) -> list[Stage]:
@@ -65,7 +66,8 @@ def reconcile(td: dict, env: Environment) -> Outcome:
         requeue = 0.5  # a queued retrain starts as soon as this cycle's end is recorded
     if schedule_check is not None:
         requeue = schedule_check if requeue is None else min(requeue, schedule_check)
-    return Outcome(p.status, p.events, requeue, blocked=isinstance(result, Blocked))
+    return Outcome(p.status, p.events, requeue, blocked=isinstance(result, Blocked),
+                   canary_outcomes=tuple(p.canary_outcomes))
 
 
 def _run_stages(p: Pass) -> tuple[Result | None, Stage | None]:

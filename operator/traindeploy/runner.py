@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import threading
 from typing import TextIO
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -81,15 +82,95 @@ def run_operator(namespaces: list[str], liveness: str | None, log_level: str = "
     import kopf
 
     import traindeploy.handlers  # noqa: F401  (registers the handlers)
+    from traindeploy import metrics
+    from traindeploy.config import OperatorConfig
 
+    config = OperatorConfig.from_env()
+    if config.metrics_port:
+        metrics.serve(config.metrics_address, config.metrics_port, config.metrics_path)
+    elector = _elect(config, liveness) if config.leader_election else None
+    metrics.LEADER.set(1)
     logging.getLogger(__name__).info(
         "Starting the TrainDeploy operator, watching %s.",
         ", ".join(namespaces) if namespaces else "the whole cluster")
-    asyncio.run(kopf.operator(
-        clusterwide=not namespaces,
-        namespaces=namespaces or None,
-        liveness_endpoint=liveness,
-        # One replica with a Recreate strategy: no peering objects to install or coordinate.
-        standalone=True,
-    ))
+    stopping = threading.Event()
+    if elector is not None:
+        threading.Thread(target=elector.keep, args=(_lost, stopping), name="lease", daemon=True).start()
+    try:
+        asyncio.run(kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces or None,
+            liveness_endpoint=liveness,
+            # kopf's own peering is off: with several replicas, the Lease decides who runs kopf at all.
+            standalone=True,
+        ))
+    finally:
+        stopping.set()
+        if elector is not None:
+            elector.release()
     return 0
+
+
+def _elect(config, liveness: str | None):
+    """Blocks until this replica holds the Lease. Meanwhile the liveness URL answers, so that the
+    kubelet does not restart a healthy standby; kopf serves it once this replica leads."""
+    import os
+
+    from kubernetes import client
+
+    from traindeploy import leader
+    from traindeploy.handlers import _api_client
+
+    namespace = config.lease_namespace
+    if not namespace:
+        raise SystemExit("leader election needs the Lease's namespace: set $POD_NAMESPACE or "
+                         "$TRAINDEPLOY_LEASE_NAMESPACE")
+    elector = leader.LeaseElector(client.CoordinationV1Api(_api_client()), namespace, config.lease_name,
+                                  leader.identity(os.environ.get("POD_NAME")),
+                                  lease_duration=config.lease_duration, renew_deadline=config.renew_deadline,
+                                  retry_period=config.retry_period)
+    standby = _standby_liveness(liveness)
+    try:
+        elector.acquire()
+    finally:
+        if standby is not None:
+            standby.shutdown()
+            standby.server_close()
+    return elector
+
+
+def _lost(why: str) -> None:
+    """A leader that cannot keep its Lease stops acting at once: no cleanup, no last writes. The
+    Deployment restarts the container, which then stands by."""
+    import os
+
+    logging.getLogger(__name__).critical("Lost the leader Lease (%s); exiting so that only one replica acts.", why)
+    logging.shutdown()
+    os._exit(LOST_LEASE_EXIT)
+
+
+LOST_LEASE_EXIT = 3
+
+
+def _standby_liveness(liveness: str | None):
+    if not liveness:
+        return None
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
+
+    url = urlsplit(liveness)
+
+    class Standby(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            ok = self.path.split("?", 1)[0] == (url.path or "/")
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"standby": true}' if ok else b"{}")
+
+        def log_message(self, format: str, *args) -> None:  # noqa: A002
+            return
+
+    server = ThreadingHTTPServer((url.hostname or "0.0.0.0", url.port or 80), Standby)
+    threading.Thread(target=server.serve_forever, name="standby-liveness", daemon=True).start()
+    return server

@@ -34,11 +34,27 @@ class OperatorProcess:
         self.settings = settings
         self._proc = None
         self.starts = 0
+        self.metrics_port: int | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def scrape(self) -> dict[tuple[str, tuple], float]:
+        """The samples the operator's /metrics endpoint serves now: {(name, ((label, value), ...)): value}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(text) for sample in family.samples}
 
     def start(self, timeout: float = 60) -> "OperatorProcess":
         port = processes.free_port()
-        env = {**os.environ, **TEST_SETTINGS, **self.settings, "KUBECONFIG": str(self.kubeconfig),
-               "PYTHONPATH": str(REPO_ROOT / "operator")}
+        self.metrics_port = processes.free_port()
+        env = {**os.environ, **TEST_SETTINGS, "TRAINDEPLOY_METRICS_ADDRESS": "127.0.0.1",
+               "TRAINDEPLOY_METRICS_PORT": str(self.metrics_port), **self.settings,
+               "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(REPO_ROOT / "operator")}
         self._proc = processes.start(
             [sys.executable, "-m", "traindeploy", "run", "--namespace", self.namespace,
              "--liveness", f"http://127.0.0.1:{port}/healthz", "--verbose"],

@@ -45,6 +45,8 @@ NAMESPACED_RULES = {
 }
 DISCOVERY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 NAMESPACE_RULES = {("", "namespaces"): {"list", "watch"}}
+# With leader election (replicas > 1): a Role in the release namespace, for the one Lease.
+LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "update", "create"}}
 
 RBAC_KINDS = ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 FORBIDDEN_IN_LOG = re.compile(r"forbidden|not enough permissions|\bHTTP 403\b|\b403 Forbidden\b|code: 403\b",
@@ -154,7 +156,7 @@ def test_values_schema_types_every_value():
 def test_default_render(defaults):
     kinds = sorted(o["kind"] for o in defaults)
     assert kinds == sorted(["ServiceAccount", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
-                            "Deployment"])
+                            "Deployment", "Service"])
     assert not find(defaults, "Role") and not find(defaults, "ConfigMap")
 
 
@@ -206,8 +208,9 @@ def test_security_context(defaults):
 
 def test_probes_hit_the_liveness_endpoint(defaults):
     container = _container(defaults)
-    (port,) = container["ports"]
+    port, metrics = container["ports"]
     assert port["containerPort"] == 8080
+    assert metrics == {"name": "metrics", "containerPort": 8081, "protocol": "TCP"}
     for probe in ("livenessProbe", "readinessProbe"):
         get = container[probe]["httpGet"]
         assert get["path"] == "/healthz" and get["port"] in (8080, port["name"]), probe
@@ -217,7 +220,8 @@ def test_probes_hit_the_liveness_endpoint(defaults):
 
 def test_default_env(defaults):
     assert _env(defaults) == {"TRAINDEPLOY_LOG_LEVEL": "info", "TRAINDEPLOY_LOG_FORMAT": "json",
-                              "TRAINDEPLOY_GPU_RESOURCE": "nvidia.com/gpu", "TRAINDEPLOY_HTTP_TIMEOUT": "10"}
+                              "TRAINDEPLOY_GPU_RESOURCE": "nvidia.com/gpu", "TRAINDEPLOY_HTTP_TIMEOUT": "10",
+                              "TRAINDEPLOY_METRICS_PORT": "8081", "TRAINDEPLOY_METRICS_PATH": "/metrics"}
 
 
 def test_values_reach_the_pod(helm):
@@ -238,6 +242,9 @@ def test_values_reach_the_pod(helm):
             {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]}}},
         "priorityClassName": "system-cluster-critical", "imagePullSecrets": [{"name": "registry"}],
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "1Gi"}},
+        "metrics": {"port": 9100, "path": "/internal/metrics"}, "replicas": 3,
+        "leaderElection": {"leaseName": "td-leader", "leaseDurationSeconds": 20, "renewDeadlineSeconds": 12,
+                           "retryPeriodSeconds": 3},
     }
     objects = helm.render(values)
     env = _env(objects)
@@ -252,6 +259,10 @@ def test_values_reach_the_pod(helm):
         "TRAINDEPLOY_GATEWAY": "istio-system/ingress",
         "TRAINDEPLOY_PROMETHEUS_URL": "http://prometheus.monitoring.svc:9090",
         "TRAINDEPLOY_HTTP_TIMEOUT": "2.5", "TRAINDEPLOY_POLL_INTERVAL": "15", "MLFLOW_TRACKING_TOKEN": None,
+        "TRAINDEPLOY_METRICS_PORT": "9100", "TRAINDEPLOY_METRICS_PATH": "/internal/metrics",
+        "TRAINDEPLOY_LEADER_ELECTION": "true", "TRAINDEPLOY_LEASE_NAME": "td-leader",
+        "TRAINDEPLOY_LEASE_DURATION": "20", "TRAINDEPLOY_RENEW_DEADLINE": "12", "TRAINDEPLOY_RETRY_PERIOD": "3",
+        "POD_NAMESPACE": None, "POD_NAME": None,
     }
     # The operator reads exactly these names (the chart and config.py must not drift apart).
     config_source = (REPO_ROOT / "operator" / "traindeploy" / "config.py").read_text()
@@ -285,6 +296,7 @@ def test_existing_service_account(helm):
 
 def test_rbac_create_false_renders_no_rbac(helm):
     assert not [o for o in helm.render({"rbac": {"create": False}}) if o["kind"] in RBAC_KINDS]
+    assert not [o for o in helm.render({"rbac": {"create": False}, "replicas": 2}) if o["kind"] in RBAC_KINDS]
 
 
 @pytest.mark.parametrize(("values", "where"), [
@@ -297,7 +309,10 @@ def test_rbac_create_false_renders_no_rbac(helm):
     ({"mlflow": {"trackingUri": "mlflow:5000"}}, "/mlflow/trackingUri"),
     ({"httpTimeoutSeconds": 0}, "/httpTimeoutSeconds"),
     ({"crds": {"install": "yes"}}, "/crds/install"),
-    ({"replicas": 2}, "additional properties 'replicas'"),
+    ({"replicas": 0}, "/replicas"),
+    ({"metrics": {"path": "metrics"}}, "/metrics/path"),
+    ({"metrics": {"serviceMonitor": {"interval": "soon"}}}, "/metrics/serviceMonitor/interval"),
+    ({"leaderElection": {"leaseDurationSeconds": 0}}, "/leaderElection/leaseDurationSeconds"),
     ({"argocd": {"healthChecks": {"enable": True}}}, "additional properties 'enable'"),
 ])
 def test_schema_rejects_bad_values(helm, values, where):
@@ -337,7 +352,7 @@ def test_namespaced_rbac(helm):
 
 
 def test_no_rbac_wildcards(helm):
-    for values in ({}, {"watchNamespaces": ["team-a"]}):
+    for values in ({}, {"watchNamespaces": ["team-a"]}, {"replicas": 2}):
         for role in (o for o in helm.render(values) if o["kind"] in ("ClusterRole", "Role")):
             for rule in role["rules"]:
                 for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
@@ -356,8 +371,9 @@ def test_every_rbac_rule_has_a_comment(helm):
         text = source.read_text()
         rules_in_source += len(re.findall(r"^\s*- apiGroups:", text, re.MULTILINE))
         assert not uncommented(text), f"{source.name}: rules without a comment above them"
-    assert rules_in_source == len(NAMESPACED_RULES) - 1 + len(DISCOVERY_RULES) + len(NAMESPACE_RULES)
-    for values in ({}, {"watchNamespaces": ["team-a"]}):
+    # The Lease has two rules: get and update limited to its name, create without one.
+    assert rules_in_source == len(NAMESPACED_RULES) - 1 + len(DISCOVERY_RULES) + len(NAMESPACE_RULES) + 2
+    for values in ({}, {"watchNamespaces": ["team-a"]}, {"replicas": 2}):
         assert not uncommented(helm.template(values).stdout)
 
 
@@ -519,7 +535,9 @@ def test_operator_reaches_ready_with_only_the_chart_rbac(control_plane, api_clie
                                                          mlflow_server, tmp_path):
     release = f"proof-{secrets.token_hex(3)}"
     name = f"{release}-traindeploy-operator"
-    rendered = helm.template({"watchNamespaces": [namespace], "crds": {"install": False}}, release=release,
+    # Two replicas: the Lease Role is rendered too, and the operator below runs with election on.
+    rendered = helm.template({"watchNamespaces": [namespace], "crds": {"install": False}, "replicas": 2},
+                             release=release,
                              namespace=namespace,
                              show_only=("templates/serviceaccount.yaml", "templates/rbac.yaml")).stdout
     control_plane.kubectl_run("apply", "-f", "-", input=rendered)
@@ -537,10 +555,15 @@ def test_operator_reaches_ready_with_only_the_chart_rbac(control_plane, api_clie
         assert not _can_i(kubectl, kubeconfig, namespace, "create", "pods")
         assert not _can_i(kubectl, kubeconfig, namespace, "create", "traindeploys.traindeploy.io")
         assert not _can_i(kubectl, kubeconfig, "default", "list", "traindeploys.traindeploy.io")
+        assert _can_i(kubectl, kubeconfig, namespace, "update", "leases.coordination.k8s.io/traindeploy-operator")
+        assert not _can_i(kubectl, kubeconfig, namespace, "update", "leases.coordination.k8s.io/someone-else")
 
         settings = {"TRAINDEPLOY_MLFLOW_TRACKING_URI": mlflow_server.url,
-                    "TRAINDEPLOY_MLFLOW_ARTIFACTS_DESTINATION": mlflow_server.artifacts_dir.as_uri()}
+                    "TRAINDEPLOY_MLFLOW_ARTIFACTS_DESTINATION": mlflow_server.artifacts_dir.as_uri(),
+                    "TRAINDEPLOY_LEADER_ELECTION": "true", "POD_NAMESPACE": namespace}
         operator = OperatorProcess(namespace, kubeconfig, tmp_path, settings).start()
+        wait_for(operator.scrape, lambda samples: samples.get(("traindeploy_leader", ())) == 1, timeout=30,
+                 what="the operator to take the Lease with the chart's RBAC")
         try:
             _drive_to_ready_and_delete(api_client, namespace, mlflow_server)
         finally:

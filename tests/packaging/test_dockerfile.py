@@ -29,12 +29,13 @@ RUNTIME_DEPENDENCIES = {
     "pyyaml": "compiled KFP pipeline packages are YAML",
     "requests": "MLflow and KFP REST clients",
     "croniter": "spec.retrain.schedule cron expressions (traindeploy.triggers)",
+    "prometheus-client": "the /metrics endpoint (traindeploy.metrics)",
 }
 
 # Imported by the operator but installed by a declared dependency (requests and kubernetes both
 # require urllib3, whose exceptions traindeploy.kube catches).
 TRANSITIVE_IMPORTS = {"urllib3": "requests"}
-IMPORT_NAMES = {"pyyaml": "yaml"}
+IMPORT_NAMES = {"pyyaml": "yaml", "prometheus-client": "prometheus_client"}
 # `traindeploy dev` only: imported from the `dev` extra, never by the operator itself.
 DEV_IMPORTS = {"optuna"}
 # Scripts that other interpreters run (the KFP SDK's venv, the model server's venv): their imports
@@ -127,7 +128,10 @@ def test_entrypoint_runs_the_operator_with_its_health_endpoint(final_stage):
     from traindeploy import cli
 
     assert cli.DEFAULT_LIVENESS == "http://0.0.0.0:8080/healthz"
-    assert [e.args for e in final_stage.all("EXPOSE")] == ["8080"]
+    assert [e.args for e in final_stage.all("EXPOSE")] == ["8080 8081"]  # liveness, metrics
+    from traindeploy.config import OperatorConfig
+
+    assert OperatorConfig.metrics_port == 8081
 
 
 def test_final_stage_environment_and_labels(final_stage, build_stage):

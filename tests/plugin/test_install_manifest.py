@@ -56,8 +56,9 @@ def test_what_the_manifest_holds(objects):
     # The Namespace first, then helm's install order: kubectl applies in file order.
     assert kinds == [("Namespace", NAMESPACE), ("ServiceAccount", "traindeploy-operator"),
                      ("CustomResourceDefinition", "traindeploys.traindeploy.io"), ("ClusterRole", "traindeploy-operator"),
-                     ("ClusterRoleBinding", "traindeploy-operator"), ("Deployment", "traindeploy-operator")]
-    namespaced = [o for o in objects if o["kind"] in ("ServiceAccount", "Deployment")]
+                     ("ClusterRoleBinding", "traindeploy-operator"), ("Service", "traindeploy-operator-metrics"),
+                     ("Deployment", "traindeploy-operator")]
+    namespaced = [o for o in objects if o["kind"] in ("ServiceAccount", "Service", "Deployment")]
     assert all(o["metadata"]["namespace"] == NAMESPACE for o in namespaced)
     binding = next(o for o in objects if o["kind"] == "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "traindeploy-operator", "namespace": NAMESPACE}]

@@ -15,7 +15,7 @@ import itertools
 from traindeploy import kube
 from traindeploy.diff import drift, without_nones
 from traindeploy.config import OperatorConfig
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from traindeploy.context import Environment, Event, Pass
 from traindeploy.mlflow_rest import MlflowUnauthorized, MlflowUnavailable
@@ -258,6 +258,7 @@ class StageOutcome:
     result: Result
     status: dict
     events: list[Event]
+    canary_outcomes: list[tuple[str, str]] = field(default_factory=list)
 
 
 def run_stage(stage, td: dict, env: Environment) -> StageOutcome:
@@ -267,4 +268,4 @@ def run_stage(stage, td: dict, env: Environment) -> StageOutcome:
         result = stage.run(p)
     except Problem as problem:
         result = problem.result
-    return StageOutcome(result, p.status, p.events)
+    return StageOutcome(result, p.status, p.events, p.canary_outcomes)

@@ -65,6 +65,7 @@ class Rollout:
         outcome = run_stage(serving.STAGE, traindeploy(self.spec, self.status, annotations=self.annotations,
                                                        generation=2), self.env)
         self.status, self.events = outcome.status, outcome.events
+        self.canary_outcomes = outcome.canary_outcomes
         self.answer()
         return outcome.result
 
@@ -117,6 +118,7 @@ def test_knative_rollout_walks_every_step_on_the_clock():
     assert rollout.status["rollout"]["state"] == "Promoted"
     assert rollout.mlflow.aliases[("churn-model", "champion")] == CANARY
     assert rollout.status["rolloutHistory"][0]["result"] == "Promoted"
+    assert rollout.canary_outcomes == [("promoted", "Promoted")]  # for traindeploy_canary_outcomes_total
 
 
 @pytest.mark.parametrize(("reason", "mode"), [("Knative", "Knative"), ("Standard", "Standard")])
@@ -132,6 +134,7 @@ def test_a_canary_not_ready_in_time_is_rolled_back(reason, mode):
     assert rollout.status["rollout"]["failedVersions"] == [CANARY]
     assert rollout.status["serving"]["traffic"] == "v1 100%"
     assert "RolledBack" in rollout.reasons()
+    assert rollout.canary_outcomes == [("rolled_back", "NotReady")]
     if mode == "Knative":
         assert rollout.isvc()["spec"]["predictor"]["canaryTrafficPercent"] == 0
     else:

@@ -67,3 +67,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "traindeploy-operator.probePort" -}}
 8080
 {{- end }}
+
+{{/* "true" when the replicas elect a leader through a Lease: asked for, or more than one replica. */}}
+{{- define "traindeploy-operator.leaderElection" -}}
+{{- if or .Values.leaderElection.enabled (gt (int .Values.replicas) 1) -}}
+true
+{{- end }}
+{{- end }}

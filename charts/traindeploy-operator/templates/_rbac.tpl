@@ -88,3 +88,17 @@ watched namespace otherwise. */}}
   resources: ["namespaces"]
   verbs: ["list", "watch"]
 {{- end }}
+
+{{/* Leader election (replicas > 1 or leaderElection.enabled): a Role in the release namespace. */}}
+{{- define "traindeploy-operator.rules.leaderElection" -}}
+# Replicas read and renew the leader Lease by its name (traindeploy/leader.py); the holder
+# writes itself into it with the resourceVersion it read, so two cannot both take it.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ .Values.leaderElection.leaseName | quote }}]
+  verbs: ["get", "update"]
+# The first replica creates the Lease (create cannot be limited to a name).
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+{{- end }}

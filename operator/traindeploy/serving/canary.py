@@ -47,7 +47,7 @@ def run(s: Serving, version: str, storage: str, stable: str) -> Result:
     if not ready:
         if elapsed >= ready_timeout:
             return rollback.roll_back(s, rollout, f"Canary version {version} was not ready within {ready_timeout}s "
-                                                  f"at {rollout['weight']}%: {message}")
+                                                  f"at {rollout['weight']}%: {message}", rollback.NOT_READY)
         return _wait(rollout, f"Canary version {version} at {rollout['weight']}% is not ready yet: {message}",
                      min(ready_timeout - elapsed, p.env.config.poll_interval))
     if elapsed < interval:
@@ -57,7 +57,7 @@ def run(s: Serving, version: str, storage: str, stable: str) -> Result:
     rollout["message"] = verdict
     if not passed:
         return rollback.roll_back(s, rollout, f"Analysis of version {version} at {rollout['weight']}% failed: "
-                                              f"{verdict}")
+                                              f"{verdict}", rollback.ANALYSIS_FAILED)
     following = rollout["step"] + 1
     if following < len(steps) and steps[following] < 100:
         _enter_step(s, rollout, following, steps)
@@ -86,6 +86,7 @@ def promote(s: Serving, rollout: dict, version: str, storage: str, stable: str, 
     history.now_serving(s, version, storage)
     history.record(s, version, stable, PROMOTED, rollout.get("message", ""), storage)
     s.p.event("Normal", "Promoted", f"Promoted version {version}; it serves all traffic.")
+    s.p.canary_ended("promoted", "Promoted")
     return done(s)
 
 

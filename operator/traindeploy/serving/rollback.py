@@ -13,12 +13,16 @@ from traindeploy.serving.approvals import version_named
 from traindeploy.serving.state import AWAITING, KNATIVE, PROGRESSING, ROLLED_BACK, Serving
 
 
-def roll_back(s: Serving, rollout: dict, reason: str) -> Fail:
-    abort(s, rollout, reason)
+# Why a canary ended without promotion, a bounded label of traindeploy_canary_outcomes_total.
+NOT_READY, ANALYSIS_FAILED, SUPERSEDED, MANUAL = "NotReady", "AnalysisFailed", "Superseded", "ManualRollback"
+
+
+def roll_back(s: Serving, rollout: dict, reason: str, cause: str) -> Fail:
+    abort(s, rollout, reason, cause)
     return Fail(ROLLED_BACK, reason)
 
 
-def abort(s: Serving, rollout: dict, reason: str) -> None:
+def abort(s: Serving, rollout: dict, reason: str, cause: str) -> None:
     p = s.p
     version, stable = rollout["version"], s.serving["modelVersion"]
     if s.mode == KNATIVE:
@@ -36,13 +40,14 @@ def abort(s: Serving, rollout: dict, reason: str) -> None:
     s.serving["traffic"] = lc.serving_traffic(stable)
     history.record(s, version, stable, ROLLED_BACK, reason, p.status.get("model", {}).get("storageUri"))
     p.event("Warning", "RolledBack", f"Rolled back version {version}; version {stable} serves all traffic. {reason}")
+    p.canary_ended("rolled_back", cause)
 
 
 def abort_in_progress(s: Serving, reason: str) -> None:
     """A newer spec supersedes a rollout in progress: traffic returns to the stable version."""
     rollout = s.rollout
     if rollout.get("state") in (PROGRESSING, AWAITING) and s.serving.get("modelVersion"):
-        abort(s, rollout, reason)
+        abort(s, rollout, reason, SUPERSEDED)
 
 
 def manual_rollback(s: Serving) -> None:
@@ -63,7 +68,7 @@ def manual_rollback(s: Serving) -> None:
         return
     rollout = s.rollout
     if rollout.get("state") in (PROGRESSING, AWAITING):
-        abort(s, rollout, f"Manual rollback to version {version}.")
+        abort(s, rollout, f"Manual rollback to version {version}.", MANUAL)
     traffic.set_stable(s, version, storage, wait=False)
     rollout.setdefault("failedVersions", [])
     if current not in rollout["failedVersions"]:
