@@ -9,7 +9,8 @@ the Master succeeds, failure when a replica fails. Trainer v2.3 with `torch-dist
 
 What differs, on purpose: MASTER_ADDR is 127.0.0.1 (every replica is a process here) and the port
 is a free one; a failed replica fails the job at once (no pod restarts under `OnFailure`); when a
-job ends, the replicas still running are stopped (a laptop has no GPUs to spare). A GPU limit
+job ends, the replicas still running are stopped, as `cleanPodPolicy: Running` (the operator's
+default) has the controller delete them. A GPU limit
 gets the machine's GPUs when it has them (`CUDA_VISIBLE_DEVICES`), none otherwise.
 """
 
@@ -223,15 +224,25 @@ class TrainingJobs:
 
     # -- status ---------------------------------------------------------------------------------
 
-    def _counts(self, running: RunningJob, end: str | None) -> dict[str, dict[str, int]]:
+    @staticmethod
+    def _counts(running: RunningJob, outcome: str | None) -> dict[str, dict[str, int]]:
+        """Replica counts by kind. While running: active, succeeded, failed by exit code. On
+        success the controller moves what is still active into succeeded; on failure the replicas
+        this executor stopped (killed by a signal) are no longer counted."""
         counts: dict[str, dict[str, int]] = {}
         for replica in running.replicas:
             entry = counts.setdefault(replica.kind, {})
             code = replica.process.poll()
-            key = ("active" if end is None else "succeeded" if end == "ok" or code == 0 else
-                   "failed" if code not in (None, 0) and not _signalled(code) else "active")
-            if end is not None and key == "active":
-                key = "succeeded" if end == "ok" else "active"
+            if outcome == "succeeded":
+                key = "succeeded"
+            elif code is None:
+                key = "active"
+            elif code == 0:
+                key = "succeeded"
+            elif code > 0:
+                key = "failed"
+            else:
+                continue
             entry[key] = entry.get(key, 0) + 1
         return counts
 
@@ -246,8 +257,9 @@ class TrainingJobs:
 
     def _write_end(self, running: RunningJob, failed: tuple[str, int] | None = None,
                    message: str | None = None) -> None:
-        counts = self._counts(running, "failed" if failed else "ok") or {failed[0]: {"failed": 1}} if failed else \
-            self._counts(running, "ok")
+        counts = self._counts(running, "failed" if failed else "succeeded")
+        if failed and not any(counts.values()):
+            counts = {failed[0]: {"failed": failed[1]}}  # it never started: the pod that could not run
         at = status.now()
         if running.kind == PYTORCHJOB:
             body = status.pytorchjob(running.name, "Failed" if failed else "Succeeded", counts,
@@ -257,8 +269,6 @@ class TrainingJobs:
         if message:
             body["conditions"][-1]["message"] = message
         self._patch(running, body)
-        with self._lock:
-            self._jobs.pop(running.uid, None) if failed is None and False else None
 
     def _patch(self, running: RunningJob, body: dict) -> None:
         try:
@@ -266,6 +276,3 @@ class TrainingJobs:
         except Exception:  # noqa: BLE001 - the job may be gone; the next event tells
             log.exception("could not write the status of %s %s", running.kind[2], running.name)
 
-
-def _signalled(code: int) -> bool:
-    return code < 0
