@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +58,7 @@ class Session:
     """Everything one `traindeploy dev` started, stopped newest first."""
 
     workdir: Path
+    started: float = field(default_factory=time.monotonic)
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     api_client: object = None
     kubeconfig: Path | None = None
@@ -142,34 +144,34 @@ def _lifecycle(session: Session, args: argparse.Namespace) -> int:
     for mapping in dev_config.images:
         say(f"    {mapping.image}: " + ", ".join(f"{k} -> {v}" for k, v in mapping.paths.items()))
 
-    if args.kubeconfig:
-        session.kubeconfig = args.kubeconfig
-    else:
-        if not args.control_plane_bin or not args.kubectl:
-            raise SystemExit("traindeploy dev: a local control plane needs --control-plane-bin and --kubectl "
-                             "(make run passes them), or give --kubeconfig")
-        started = time.monotonic()
-        say("==> Starting a local control plane (etcd, kube-apiserver, kube-controller-manager)")
-        plane = ControlPlane(session.workdir / "controlplane", args.control_plane_bin, args.kubectl)
-        session.stack.callback(plane.stop)
-        plane.start()
-        names = plane.install_crds(*args.crds) if args.crds else []
-        session.kubeconfig = plane.kubeconfig
-        say(f"    up at {plane.server}, {len(names)} CRDs, in {time.monotonic() - started:.1f}s")
-    session.api_client = kube_config.new_client_from_config(config_file=str(session.kubeconfig))
-    session.stack.callback(session.api_client.close)
-
-    # The model server's venv holds the full MLflow too: it runs the tracking server.
+    # MLflow needs no cluster: it starts while the control plane does. The model server's venv
+    # holds the full MLflow too, so it runs the tracking server.
     started = time.monotonic()
     base = venvs.python_for(dev_config.model_server_base) if dev_config.model_server_base else None
     server_python = venvs.python_for(dev_config.model_server_requirements, "model-server", base=base)
-    say(f"==> Starting MLflow (SQLite, local artifacts) [model server venv ready in "
-        f"{time.monotonic() - started:.1f}s]")
     mlflow = MlflowServer(session.workdir / "mlflow", executable=server_python.with_name("mlflow"))
     session.stack.callback(mlflow.stop)
-    mlflow.start()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dev-start") as background:
+        mlflow_started = background.submit(mlflow.start)
+        if args.kubeconfig:
+            session.kubeconfig = args.kubeconfig
+        else:
+            if not args.control_plane_bin or not args.kubectl:
+                raise SystemExit("traindeploy dev: a local control plane needs --control-plane-bin and --kubectl "
+                                 "(make run passes them), or give --kubeconfig")
+            say("==> Starting a local control plane (etcd, kube-apiserver, kube-controller-manager) and MLflow "
+                "(SQLite, local artifacts)")
+            plane = ControlPlane(session.workdir / "controlplane", args.control_plane_bin, args.kubectl)
+            session.stack.callback(plane.stop)
+            plane.start()
+            names = plane.install_crds(*args.crds) if args.crds else []
+            session.kubeconfig = plane.kubeconfig
+            say(f"    control plane up at {plane.server}, {len(names)} CRDs, in {time.monotonic() - started:.1f}s")
+        mlflow_started.result()
     session.mlflow_url = mlflow.url
-    say(f"    {mlflow.url}")
+    say(f"    MLflow up at {mlflow.url}")
+    session.api_client = kube_config.new_client_from_config(config_file=str(session.kubeconfig))
+    session.stack.callback(session.api_client.close)
 
     settings = {**OPERATOR_SETTINGS, "TRAINDEPLOY_MLFLOW_TRACKING_URI": mlflow.url,
                 "TRAINDEPLOY_MLFLOW_ARTIFACTS_DESTINATION": mlflow.artifacts_dir.as_uri()}
@@ -221,8 +223,14 @@ def _start_katib(session: Session, namespace: str, resolver: images.Resolver) ->
     katib.start()
 
 
+RECENT_EVENTS: list[str] = []  # the executors' last lines, under the live view on a terminal
+LIVE = sys.stdout.isatty()
+
+
 def _event(line: str) -> None:
-    say(f"    [local] {line}")
+    RECENT_EVENTS[:] = [*RECENT_EVENTS[-7:], line]
+    if not LIVE:
+        say(f"    [local] {line}")
 
 
 def _apply(session: Session, namespace: str, manifests: list[Path]) -> list[str]:
@@ -254,12 +262,34 @@ def _apply(session: Session, namespace: str, manifests: list[Path]) -> list[str]
     return names
 
 
+def _draw(cluster, names: list[str], footers: dict[str, str]) -> None:
+    """The live view on a terminal: each TrainDeploy as the kubectl plugin's tree (stages,
+    children, traffic), redrawn in place, with the executors' last lines under it."""
+    import datetime as dt
+
+    from traindeploy.kubectl_plugin import render_get
+
+    frames = []
+    for name in names:
+        td = cluster.traindeploy(name)
+        children, looked_up, _ = cluster.children(td)
+        frames.append(render_get(td, children, dt.datetime.now(dt.timezone.utc), looked_up))
+    events = "\n".join(f"  [local] {line}" for line in RECENT_EVENTS)
+    sys.stdout.write("\x1b[H\x1b[2J" + "\n".join(frames) + "\n" + events + "\n\n"
+                     + "\n".join(footers.values()) + "\n")
+    sys.stdout.flush()
+
+
 def _follow(session: Session, args: argparse.Namespace, names: list[str]) -> int:
     from kubernetes import client
 
+    from traindeploy.kubectl_plugin import Cluster
+
     custom = client.CustomObjectsApi(session.api_client)
+    cluster = Cluster(session.api_client, args.namespace, custom=custom)
     shown: dict[str, tuple] = {}
     done: dict[str, str] = {}
+    footers: dict[str, str] = {}  # what each TrainDeploy's last Ready (or failure) said
     deadline = time.monotonic() + args.timeout
     applied = time.monotonic()
     while True:
@@ -270,16 +300,23 @@ def _follow(session: Session, args: argparse.Namespace, names: list[str]) -> int
             line = (status.get("phase"), ready.get("status"), ready.get("reason"), ready.get("message"))
             if line != shown.get(name):
                 shown[name] = line
-                say(f"traindeploy/{name}: phase {line[0] or '-'}, Ready={line[1] or '-'}"
-                    + (f" ({line[2]}: {line[3]})" if line[2] else ""))
+                if not LIVE:
+                    say(f"traindeploy/{name}: phase {line[0] or '-'}, Ready={line[1] or '-'}"
+                        + (f" ({line[2]}: {line[3]})" if line[2] else ""))
             serving = status.get("serving") or {}
             outcome = (status.get("phase"), serving.get("modelVersion"))
             if status.get("phase") == "Ready" and ready.get("status") == "True" and done.get(name) != str(outcome):
                 done[name] = str(outcome)
-                _show_ready(session, td, time.monotonic() - applied)
+                footers[name] = _ready_text(session, td, time.monotonic() - applied)
+                if not LIVE:
+                    say(footers[name])
             elif status.get("phase") == "Failed" and done.get(name) != str(outcome):
                 done[name] = str(outcome)
-                say(f"==> traindeploy/{name} failed: {ready.get('reason')}: {ready.get('message')}")
+                footers[name] = f"==> traindeploy/{name} failed: {ready.get('reason')}: {ready.get('message')}"
+                if not LIVE:
+                    say(footers[name])
+        if LIVE:
+            _draw(cluster, names, footers)
         if args.exit_when_ready and len(done) == len(names):
             phases = {shown[name][0] for name in names}
             return 0 if phases == {"Ready"} else 1
@@ -289,22 +326,25 @@ def _follow(session: Session, args: argparse.Namespace, names: list[str]) -> int
         time.sleep(1.0)
 
 
-def _show_ready(session: Session, td: dict, elapsed: float) -> None:
+def _ready_text(session: Session, td: dict, elapsed: float) -> str:
+    """The URL, a ready-to-paste curl for a prediction, MLflow and the kubeconfig."""
     name = td["metadata"]["name"]
     status = td.get("status") or {}
     url = (status.get("serving") or {}).get("url") or ""
     version = (status.get("serving") or {}).get("modelVersion") or (status.get("model") or {}).get("version")
-    say(f"==> traindeploy/{name} is Ready {elapsed:.0f}s after apply: model {td['spec']['model']['name']} "
-        f"version {version} serves at {url}")
+    lines = [f"==> traindeploy/{name} is Ready {elapsed:.0f}s after apply "
+             f"({time.monotonic() - session.started:.0f}s after start): model {td['spec']['model']['name']} "
+             f"version {version} serves at {url}"]
     service = session.serving.service(name) if session.serving else None
     request = example_request(service.revisions[-1].directory / "model") if service and service.revisions else None
     model = service.revisions[-1].model_name if service and service.revisions else name
     if request is not None and url:
-        say("    try it:")
-        say(f"    curl -s -H 'Content-Type: application/json' {url}/v2/models/{model}/infer \\\n"
-            f"      -d {shlex.quote(json.dumps(request))}")
-    say(f"    MLflow: {session.mlflow_url}/#/models/{td['spec']['model']['name']}")
-    say(f"    export KUBECONFIG={session.kubeconfig}   # then: kubectl get td,pytorchjobs,inferenceservices")
+        lines += ["    try it:",
+                  f"    curl -s -H 'Content-Type: application/json' {url}/v2/models/{model}/infer \\\n"
+                  f"      -d {shlex.quote(json.dumps(request))}"]
+    lines += [f"    MLflow: {session.mlflow_url}/#/models/{td['spec']['model']['name']}",
+              f"    export KUBECONFIG={session.kubeconfig}   # then: kubectl get td,pytorchjobs,inferenceservices"]
+    return "\n".join(lines)
 
 
 def example_request(model_dir: Path) -> dict | None:
