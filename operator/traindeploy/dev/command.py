@@ -246,7 +246,13 @@ def _apply(session: Session, namespace: str, manifests: list[Path]) -> list[str]
             if not document:
                 continue
             if document.get("kind") != "TrainDeploy":
-                utils.create_from_dict(session.api_client, document, namespace=namespace)
+                try:
+                    utils.create_from_dict(session.api_client, document, namespace=namespace)
+                    say(f"    {document['kind'].lower()}/{document['metadata']['name']} created")
+                except utils.FailToCreateError as error:
+                    if any(failure.status != 409 for failure in error.api_exceptions):
+                        raise
+                    say(f"    {document['kind'].lower()}/{document['metadata']['name']} exists, left as it is")
                 continue
             name = document["metadata"]["name"]
             try:
