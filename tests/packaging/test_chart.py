@@ -35,6 +35,7 @@ NAMESPACED_RULES = {
     ("traindeploy.io", "traindeploys/finalizers"): {"update"},
     ("kubeflow.org", "pytorchjobs"): CRUD,
     ("kubeflow.org", "experiments"): CRUD,
+    ("kubeflow.org", "trials"): {"delete"},
     ("trainer.kubeflow.org", "trainjobs"): CRUD,
     ("serving.kserve.io", "inferenceservices"): CRUD,
     ("gateway.networking.k8s.io", "httproutes"): CRUD,

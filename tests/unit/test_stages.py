@@ -210,6 +210,63 @@ def test_tuning(reason, state, best, expected, expected_reason):
         assert outcome.status["tuning"]["bestParameters"] == {"lr": "0.02"}
 
 
+@pytest.mark.parametrize(("reason", "state", "best", "expected"), [
+    ("goal reached while trials run", "Succeeded", True, Done),
+    ("max failed trials reached while trials run", "Failed", False, Fail),
+])
+def test_an_ended_experiment_stops_the_trials_katib_left_running(reason, state, best, expected):
+    kube_api = FakeKube()
+    env = environment(kube_api)
+    spec = minimal_spec(tuning=TUNING)
+    first = run_stage(tuning.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    for trial in ("churn-g1-tune-abc", "churn-g1-tune-run", "churn-g1-tune-pen"):
+        kube_api.objects[("trials", trial)] = {"metadata": {"name": trial, "namespace": "ml"}}
+    status = _experiment(state, best)
+    status.update({"succeededTrialList": ["churn-g1-tune-abc"], "runningTrialList": ["churn-g1-tune-run"],
+                   "pendingTrialList": ["churn-g1-tune-pen"]})
+    kube_api.set_status("experiments", "churn-g1-tune", status)
+    outcome = run_stage(tuning.STAGE, traindeploy(spec, first.status), env)
+    assert isinstance(outcome.result, expected), reason
+    assert kube_api.object("trials", "churn-g1-tune-run") is None, "a running trial holds GPUs"
+    assert kube_api.object("trials", "churn-g1-tune-pen") is None, "a pending trial would start"
+    assert kube_api.object("trials", "churn-g1-tune-abc") is not None, "finished trials stay"
+    assert kube_api.object("experiments", "churn-g1-tune") is not None, "the Experiment stays as the record"
+    assert [e.reason for e in outcome.events] == ["TrialsStopped"]
+
+
+def test_an_ended_experiment_without_unfinished_trials_deletes_nothing():
+    kube_api = FakeKube()
+    env = environment(kube_api)
+    spec = minimal_spec(tuning=TUNING)
+    first = run_stage(tuning.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    kube_api.set_status("experiments", "churn-g1-tune", _experiment("Succeeded"))
+    outcome = run_stage(tuning.STAGE, traindeploy(spec, first.status), env)
+    assert isinstance(outcome.result, Done)
+    assert not [call for call in kube_api.calls if call[0] == "delete"] and not outcome.events
+
+
+def test_a_trial_delete_refused_holds_tuning_open():
+    kube_api = FakeKube()
+    env = environment(kube_api)
+    spec = minimal_spec(tuning=TUNING)
+    first = run_stage(tuning.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    status = _experiment("Succeeded")
+    status["runningTrialList"] = ["churn-g1-tune-run"]
+    kube_api.set_status("experiments", "churn-g1-tune", status)
+    real_delete = kube_api.delete
+
+    def forbidden(kind, namespace, name):
+        raise kube.Forbidden(f"delete {kind.kind} {namespace}/{name}", "forbidden", 403)
+
+    kube_api.delete = forbidden
+    outcome = run_stage(tuning.STAGE, traindeploy(spec, first.status), env)
+    assert isinstance(outcome.result, Blocked) and outcome.result.reason == "Forbidden", \
+        "training does not start while a trial may still hold GPUs"
+    kube_api.delete = real_delete
+    again = run_stage(tuning.STAGE, traindeploy(spec, outcome.status), env)
+    assert isinstance(again.result, Done)
+
+
 # -- pipeline ---------------------------------------------------------------------------------------
 
 class FakeKfp:

@@ -34,6 +34,12 @@ watched namespace otherwise. */}}
 - apiGroups: ["kubeflow.org"]
   resources: ["pytorchjobs", "experiments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Katib Trials: when an Experiment ends, the operator deletes the Trials it still lists as running
+# or pending (Katib leaves them running; their jobs hold GPUs) before final training starts. By
+# name, from the Experiment's status; never listed or created.
+- apiGroups: ["kubeflow.org"]
+  resources: ["trials"]
+  verbs: ["delete"]
 # Kubeflow Trainer TrainJobs (training.backend: TrainJob): the same as PyTorchJobs.
 - apiGroups: ["trainer.kubeflow.org"]
   resources: ["trainjobs"]

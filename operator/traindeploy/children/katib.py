@@ -21,6 +21,8 @@ KIND = "Experiment"
 GROUP = "kubeflow.org"
 VERSION = "v1beta1"
 PLURAL = "experiments"
+TRIAL_KIND = "Trial"
+TRIAL_PLURAL = "trials"
 
 # Katib's validating webhook rejects longer names (trial names append 9 characters).
 MAX_NAME_LENGTH = 40
@@ -245,3 +247,14 @@ def read(obj: dict) -> ChildState:
         if phase is not None:
             return ChildState(phase, item.get("reason") or "", item.get("message") or "", outputs)
     return ChildState(PENDING, outputs=outputs)
+
+
+def unfinished_trials(obj: dict) -> list[str]:
+    """The Trials Katib lists as running or pending (`status.runningTrialList` and
+    `pendingTrialList`, experiment_types.go @ v0.19.0). Katib leaves them running when the
+    Experiment ends (experiment_controller.go): their jobs keep their pods and GPUs."""
+    status = obj.get("status") or {}
+    names: list[str] = []
+    for key in ("runningTrialList", "pendingTrialList"):
+        names.extend(name for name in status.get(key) or [] if name and name not in names)
+    return names

@@ -13,6 +13,7 @@ from traindeploy.results import Done, Fail, Result
 from traindeploy.stages.base import Stage
 
 EXPERIMENT = Kind(katib.GROUP, katib.VERSION, katib.PLURAL, katib.KIND)
+TRIAL = Kind(katib.GROUP, katib.VERSION, katib.TRIAL_PLURAL, katib.TRIAL_KIND)
 DEFAULT_TIMEOUT = 86400  # as the CRD's default of spec.tuning.timeoutSeconds
 
 
@@ -34,6 +35,8 @@ def run(p: Pass) -> Result:
     for key in ("bestTrialName", "bestParameters", "bestObjectiveValue"):
         if state.outputs.get(key) not in (None, {}, ""):
             record[key] = state.outputs[key]
+    if state.phase in (SUCCEEDED, FAILED):
+        stop_unfinished_trials(p, experiment)
     if state.phase == SUCCEEDED:
         if not record.get("bestParameters"):
             return Fail("NoBestTrial", f"Experiment {name} succeeded without a best trial.")
@@ -46,6 +49,19 @@ def run(p: Pass) -> Result:
     return p.running(f"Experiment {name} is {state.phase.lower()}.{progress}", record["startedAt"],
                      tuning.get("timeoutSeconds") or DEFAULT_TIMEOUT, STAGE.deadline_reason,
                      lambda: stop(p, record))
+
+
+def stop_unfinished_trials(p: Pass, experiment: dict) -> None:
+    """Deletes the Trials an ended Experiment still lists as running or pending, before final
+    training starts: Katib does not stop them when the goal is reached, and their jobs hold GPUs.
+    Deleting a Trial deletes its job (Katib makes the Trial its owner). The Experiment and its
+    finished Trials stay, as the record of the search."""
+    names = katib.unfinished_trials(experiment)
+    for trial in names:
+        p.kube(lambda trial=trial: p.env.kube.delete(TRIAL, p.namespace, trial))
+    if names:
+        p.event("Normal", "TrialsStopped", f"Deleted Trials {', '.join(names)} that Experiment "
+                f"{p.namespace}/{experiment['metadata']['name']} left running.")
 
 
 def stop(p: Pass, record: dict) -> None:
