@@ -111,6 +111,103 @@ def test_a_conflict_is_retried_at_once():
     assert kube_api.object("pytorchjobs", "churn-g1-train") is not None
 
 
+# -- TrainJob: the runtime's trainer step, the fields the served CRD has -------------------------------
+
+SCHEDULED = {"backend": "TrainJob", "image": "t:1", "command": ["python"], "gpus": 1,
+             "nodeSelector": {"pool": "gpu"}}
+
+
+def _trainjob(kube_api):
+    return kube_api.object("trainjobs", "churn-g1-train")
+
+
+@pytest.mark.parametrize(("reason", "runtime", "step", "namespaced"), [
+    ("torch-distributed trains in node", "torch-distributed", "node", False),
+    ("deepspeed-distributed trains in launcher", "deepspeed-distributed", "launcher", False),
+    ("a namespaced TrainingRuntime is read in the TrainDeploy's namespace", "mine", "trainer", True),
+])
+def test_trainjob_runtime_patches_target_the_runtimes_trainer_step(reason, runtime, step, namespaced):
+    kube_api = FakeKube()
+    kube_api.serve_trainer(runtime=runtime, step=step, namespaced=namespaced)
+    kind = "TrainingRuntime" if namespaced else "ClusterTrainingRuntime"
+    spec = minimal_spec(training={**SCHEDULED, "runtimeRef": {"name": runtime, "kind": kind}})
+    outcome = run_stage(training.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), environment(kube_api))
+    assert isinstance(outcome.result, Wait), reason
+    patch, = _trainjob(kube_api)["spec"]["runtimePatches"]
+    job, = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    assert job["name"] == step and job["template"]["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "gpu"}
+
+
+def test_a_missing_training_runtime_holds_the_cycle_naming_it():
+    kube_api = FakeKube()
+    kube_api.serve_trainer(runtime="torch-distributed")
+    spec = minimal_spec(training={**SCHEDULED, "runtimeRef": {"name": "deepspeed-distributed"}})
+    outcome = run_stage(training.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), environment(kube_api))
+    assert isinstance(outcome.result, Blocked) and outcome.result.reason == "TrainingRuntimeNotFound"
+    assert "spec.training.runtimeRef" in outcome.result.message
+    assert "ClusterTrainingRuntime deepspeed-distributed" in outcome.result.message
+    assert _trainjob(kube_api) is None, "no TrainJob the Trainer cannot run"
+
+
+def test_a_tuned_trainjob_collects_metrics_from_the_trainer_step():
+    kube_api = FakeKube()
+    kube_api.serve_trainer(runtime="deepspeed-distributed", step="launcher")
+    spec = minimal_spec(tuning=TUNING, training={**SCHEDULED, "runtimeRef": {"name": "deepspeed-distributed"}})
+    outcome = run_stage(tuning.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), environment(kube_api))
+    assert isinstance(outcome.result, Wait)
+    template = kube_api.object("experiments", "churn-g1-tune")["spec"]["trialTemplate"]
+    assert template["primaryPodLabels"]["jobset.sigs.k8s.io/replicatedjob-name"] == "launcher"
+    job, = template["trialSpec"]["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
+        "replicatedJobs"]
+    assert job["name"] == "launcher"
+
+
+@pytest.mark.parametrize(("reason", "served", "training_spec", "expected", "written", "says"), [
+    ("v2.2+ has both fields", ("runtimePatches", "activeDeadlineSeconds"),
+     {**SCHEDULED, "activeDeadlineSeconds": 600}, Wait, {"runtimePatches", "activeDeadlineSeconds"}, None),
+    ("v2.0/v2.1 without the fields: a spec that needs none trains", (),
+     {"backend": "TrainJob", "image": "t:1", "command": ["python"], "gpus": 1}, Wait, set(), None),
+    ("v2.0/v2.1: a deadline cannot be written", (),
+     {"backend": "TrainJob", "image": "t:1", "command": ["python"], "activeDeadlineSeconds": 600}, Blocked, None,
+     "spec.training.activeDeadlineSeconds needs TrainJob spec.activeDeadlineSeconds"),
+    ("v2.0/v2.1: pod scheduling cannot be written", (), SCHEDULED, Blocked, None, "needs TrainJob spec.runtimePatches"),
+])
+def test_trainjob_fields_follow_the_served_crd(reason, served, training_spec, expected, written, says):
+    kube_api = FakeKube()
+    kube_api.serve_trainer(fields=served)
+    env = environment(kube_api)
+    spec = minimal_spec(training=training_spec)
+    outcome = run_stage(training.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    assert isinstance(outcome.result, expected), reason
+    if expected is Blocked:
+        assert outcome.result.reason == "TrainerCapabilityMissing" and says in outcome.result.message
+        assert _trainjob(kube_api) is None, "nothing the apiserver would silently drop is sent"
+        kube_api.serve_trainer()  # the Trainer is upgraded: the next try reads the CRD again
+        again = run_stage(training.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+        assert isinstance(again.result, Wait)
+    else:
+        assert set(_trainjob(kube_api)["spec"]) & {"runtimePatches", "activeDeadlineSeconds"} == written
+
+
+def test_the_trainjob_crd_is_read_once_per_process():
+    kube_api = FakeKube()
+    kube_api.serve_trainer()
+    env = environment(kube_api)
+    spec = minimal_spec(training={"backend": "TrainJob", "image": "t:1", "command": ["python"]})
+    first = run_stage(training.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    run_stage(training.STAGE, traindeploy(spec, first.status), env)
+    crd_reads = [call for call in kube_api.calls if call[1] == "customresourcedefinitions"]
+    assert len(crd_reads) == 1
+
+
+def test_no_trainjob_crd_holds_the_cycle():
+    kube_api = FakeKube()
+    spec = minimal_spec(training={"backend": "TrainJob", "image": "t:1", "command": ["python"]})
+    outcome = run_stage(training.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), environment(kube_api))
+    assert isinstance(outcome.result, Blocked) and outcome.result.reason == "ChildKindNotInstalled"
+    assert "trainjobs.trainer.kubeflow.org" in outcome.result.message
+
+
 # -- gate -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("reason", "metrics", "gate_spec", "expected", "expected_reason"), [

@@ -40,6 +40,7 @@ def readable_metric_name(name: str) -> bool:
     return bool(_METRIC_NAME.match(name))
 
 
+REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
 _SUCCEEDED_TRUE = 'status.conditions.#(type=="{}")#|#(status=="True")#'
 _FAILED_TRUE = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
 
@@ -58,7 +59,7 @@ BACKENDS: dict[str, dict[str, Any]] = {
         "primaryContainerName": trainjob.NODE,
         "successCondition": _SUCCEEDED_TRUE.format("Complete"),
         "failureCondition": _FAILED_TRUE,
-        "primaryPodLabels": {"jobset.sigs.k8s.io/replicatedjob-name": trainjob.NODE,
+        "primaryPodLabels": {"jobset.sigs.k8s.io/replicatedjob-name": trainjob.NODE,  # the trainer step
                              "batch.kubernetes.io/job-completion-index": "0"},
     },
 }
@@ -143,8 +144,10 @@ def objective(tuning: Mapping[str, Any]) -> dict:
 
 
 def build(meta: dict, tuning: dict, training: dict, *, env: list[dict], hyperparameters: dict[str, str],
-          gpu_resource: str) -> dict:
-    """The whole Experiment: search space, objective and a trial template of the training backend."""
+          gpu_resource: str, job_options: Mapping[str, Any] | None = None) -> dict:
+    """The whole Experiment: search space, objective and a trial template of the training backend.
+    `job_options` go to the backend's `job_spec` (a TrainJob's trainer `step` and served `fields`);
+    a TrainJob trial's metrics come from the trainer step's first pod."""
     name = meta.get("name") or ""
     if len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"Experiment name {name!r} is longer than {MAX_NAME_LENGTH} characters")
@@ -160,13 +163,16 @@ def build(meta: dict, tuning: dict, training: dict, *, env: list[dict], hyperpar
         "apiVersion": module.API_VERSION,
         "kind": module.KIND,
         "spec": module.job_spec(training, env=env, args=trial_args(training, hyperparameters, tuned),
-                                gpu_resource=gpu_resource),
+                                gpu_resource=gpu_resource, **(job_options or {})),
     }
+    pod_labels = dict(backend["primaryPodLabels"])
+    if module is trainjob and (job_options or {}).get("step"):
+        pod_labels[REPLICATED_JOB_LABEL] = job_options["step"]
     trial_template = {
         "primaryContainerName": backend["primaryContainerName"],
         "successCondition": backend["successCondition"],
         "failureCondition": backend["failureCondition"],
-        "primaryPodLabels": dict(backend["primaryPodLabels"]),
+        "primaryPodLabels": pod_labels,
         "trialParameters": [{"name": item, "description": f"Tuned hyperparameter {item}", "reference": item}
                             for item in tuned],
         "trialSpec": trial_spec,

@@ -10,6 +10,7 @@ from traindeploy.children import FAILED, SUCCEEDED, katib
 from traindeploy.context import Pass
 from traindeploy.kube import Kind
 from traindeploy.results import Done, Fail, Result
+from traindeploy.stages import trainer_api
 from traindeploy.stages.base import Stage
 
 EXPERIMENT = Kind(katib.GROUP, katib.VERSION, katib.PLURAL, katib.KIND)
@@ -26,7 +27,8 @@ def run(p: Pass) -> Result:
                                  annotations=naming.cycle_annotations(p.status["cycle"]))
     desired = katib.build(meta, tuning, training, env=p.training_env(with_run=False),
                           hyperparameters=lc.effective_hyperparameters(training, None),
-                          gpu_resource=p.env.config.gpu_resource)
+                          gpu_resource=p.env.config.gpu_resource,
+                          job_options=trainer_api.job_options(p, training))
     # Katib forbids most spec changes after creation; a new spec is a new cycle and name.
     experiment, action = p.kube(lambda: p.env.kube.ensure(EXPERIMENT, desired, owned=()))
     p.created(EXPERIMENT, name, action)
