@@ -117,6 +117,9 @@ class Kind:
         return f"{self.group}/{self.version}" if self.group else self.version
 
 
+CRD = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition")
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient, timeout: float = 10.0) -> None:
         self.custom = client.CustomObjectsApi(api_client)
@@ -143,6 +146,18 @@ class Kube:
                               kind.group, kind.version, namespace, kind.plural, name)
         except NotFound:
             return None
+
+    def get_cluster(self, kind: Kind, name: str) -> dict | None:
+        """A cluster-scoped custom object (a ClusterTrainingRuntime), or None when missing."""
+        try:
+            return self._call(f"get {kind.kind} {name}", self.custom.get_cluster_custom_object,
+                              kind.group, kind.version, kind.plural, name)
+        except NotFound:
+            return None
+
+    def crd(self, name: str) -> dict | None:
+        """The CustomResourceDefinition `name` (`<plural>.<group>`) as served, or None when missing."""
+        return self.get_cluster(CRD, name)
 
     def list(self, kind: Kind, namespace: str, label_selector: str) -> list[dict]:
         """The objects of a kind with the labels (served from the apiserver's watch cache)."""

@@ -68,7 +68,9 @@ def predictor_deployment(api_client, namespace: str, isvc: dict, rolled_out: boo
 
 
 class KnativePlayer:
-    """Knative mode: a revision per storage URI; traffic split by canaryTrafficPercent."""
+    """Knative mode: a revision per storage URI; traffic split by canaryTrafficPercent
+    (kserve/kserve pkg/controller/v1beta1/inferenceservice/reconcilers/knative/ksvc_reconciler.go and
+    pkg/apis/serving/v1beta1/inference_service_status.go @ v0.20.0)."""
 
     def __init__(self, api_client, namespace: str, name: str, ready: bool = True) -> None:
         self.api = client.CustomObjectsApi(api_client)
@@ -117,10 +119,15 @@ class KnativePlayer:
             if latest != self.rolled_out:
                 self.previous_rolled_out, self.rolled_out = self.rolled_out, latest
         else:
-            traffic = [{"revisionName": latest, "latestRevision": True, "percent": percent,
-                        "url": f"http://latest-{self.name}-predictor.{self.namespace}.example.com"},
+            # Knative gives a URL only to a tagged target; KServe tags the latest one only with
+            # tag routing enabled (reconcilers/knative/ksvc_reconciler.go @ v0.20.0).
+            traffic = [{"revisionName": latest, "latestRevision": True, "percent": percent},
                        {"tag": "prev", "revisionName": self.rolled_out, "latestRevision": False,
-                        "percent": 100 - percent}]
+                        "percent": 100 - percent,
+                        "url": f"http://prev-{self.name}-predictor.{self.namespace}.example.com"}]
+            if (isvc["metadata"].get("annotations") or {}).get("serving.kserve.io/enable-tag-routing") == "true":
+                traffic[0].update({"tag": "latest",
+                                   "url": f"http://latest-{self.name}-predictor.{self.namespace}.example.com"})
         state = "True" if self.ready else "Unknown"
         t = _now()
         components = {"url": f"http://{self.name}-predictor.{self.namespace}.example.com",

@@ -86,6 +86,23 @@ class Players:
 
     # -- Trainer v2: TrainJob ------------------------------------------------------------------
 
+    def trainer_runtime(self, name: str = "torch-distributed", step: str = "node") -> None:
+        """A ClusterTrainingRuntime as the Trainer's install puts it in the cluster
+        (manifests/base/runtimes/torch_distributed.yaml @ v2.3.0, reduced to what the operator
+        reads: the replicated job labelled as the trainer step). Kept if it is there already."""
+        labels = {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}
+        body = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime",
+                "metadata": {"name": name},
+                "spec": {"template": {"spec": {"replicatedJobs": [
+                    {"name": step, "template": {"metadata": {"labels": labels}, "spec": {"template": {"spec": {
+                        "containers": [{"name": "node", "image": "pytorch/pytorch"}]}}}}}]}}}}
+        try:
+            self.custom.create_cluster_custom_object("trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes",
+                                                     body)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+
     def trainjob(self, name: str, outcome: str = "Complete") -> None:
         counts = {"succeeded": 1} if outcome == "Complete" else {"failed": 1}
         self._status("trainer.kubeflow.org", "v1alpha1", "trainjobs", name,

@@ -117,6 +117,7 @@ def test_stuck_katib_experiment_hits_its_deadline(api_client, namespace, players
 def test_trainjob_backend(api_client, namespace, players, operator, model_name):
     body = manifests.minimal("churn", model_name)
     body["spec"]["training"].update({"backend": "TrainJob", "workers": 1})
+    players.trainer_runtime("torch-distributed")
     create(api_client, namespace, body)
     job = players.wait_child("trainer.kubeflow.org", "v1alpha1", "trainjobs", "churn-g1-train")
     assert job["spec"]["trainer"]["numNodes"] == 2

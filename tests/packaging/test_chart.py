@@ -35,7 +35,9 @@ NAMESPACED_RULES = {
     ("traindeploy.io", "traindeploys/finalizers"): {"update"},
     ("kubeflow.org", "pytorchjobs"): CRUD,
     ("kubeflow.org", "experiments"): CRUD,
+    ("kubeflow.org", "trials"): {"delete"},
     ("trainer.kubeflow.org", "trainjobs"): CRUD,
+    ("trainer.kubeflow.org", "trainingruntimes"): {"get"},
     ("serving.kserve.io", "inferenceservices"): CRUD,
     ("gateway.networking.k8s.io", "httproutes"): CRUD,
     ("apps", "deployments"): {"get"},
@@ -43,7 +45,9 @@ NAMESPACED_RULES = {
     ("", "configmaps"): {"get"},
     ("", "events"): {"create"},
 }
-DISCOVERY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
+# The CRD get is limited to trainjobs.trainer.kubeflow.org (a rule of its own, with resourceNames).
+DISCOVERY_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch", "get"},
+                   ("trainer.kubeflow.org", "clustertrainingruntimes"): {"get"}}
 NAMESPACE_RULES = {("", "namespaces"): {"list", "watch"}}
 # With leader election (replicas > 1): a Role in the release namespace, for the one Lease.
 LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "update", "create"}}
@@ -328,6 +332,9 @@ def test_schema_rejects_bad_values(helm, values, where):
 def test_cluster_wide_rbac(defaults):
     role = one(defaults, "ClusterRole")
     assert rule_table(role["rules"]) == {**DISCOVERY_RULES, **NAMESPACED_RULES}
+    crd_get, = [rule for rule in role["rules"] if "customresourcedefinitions" in rule["resources"]
+                and "get" in rule["verbs"]]
+    assert crd_get["resourceNames"] == ["trainjobs.trainer.kubeflow.org"] and crd_get["verbs"] == ["get"]
     binding = one(defaults, "ClusterRoleBinding")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                                   "name": role["metadata"]["name"]}
@@ -371,8 +378,9 @@ def test_every_rbac_rule_has_a_comment(helm):
         text = source.read_text()
         rules_in_source += len(re.findall(r"^\s*- apiGroups:", text, re.MULTILINE))
         assert not uncommented(text), f"{source.name}: rules without a comment above them"
-    # The Lease has two rules: get and update limited to its name, create without one.
-    assert rules_in_source == len(NAMESPACED_RULES) - 1 + len(DISCOVERY_RULES) + len(NAMESPACE_RULES) + 2
+    # The Lease has two rules: get and update limited to its name, create without one; the CRDs two:
+    # list and watch of all, get of the TrainJob CRD by name.
+    assert rules_in_source == len(NAMESPACED_RULES) - 1 + len(DISCOVERY_RULES) + 1 + len(NAMESPACE_RULES) + 2
     for values in ({}, {"watchNamespaces": ["team-a"]}, {"replicas": 2}):
         assert not uncommented(helm.template(values).stdout)
 

@@ -53,6 +53,7 @@ class FakeKube:
 
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str], dict] = {}
+        self.cluster_objects: dict[tuple[str, str], dict] = {}  # cluster-scoped: CRDs, runtimes
         self.secrets: dict[str, dict[str, str]] = {}
         self.config_maps: dict[str, dict[str, str]] = {}
         self.calls: list[tuple[str, str, str]] = []
@@ -68,6 +69,14 @@ class FakeKube:
         self._check("get", kind.plural, name)
         found = self.objects.get((kind.plural, name))
         return copy.deepcopy(found) if found is not None else None
+
+    def get_cluster(self, kind, name):
+        self._check("get", kind.plural, name)
+        found = self.cluster_objects.get((kind.plural, name))
+        return copy.deepcopy(found) if found is not None else None
+
+    def crd(self, name):
+        return self.get_cluster(kube.CRD, name)
 
     def list(self, kind, namespace, label_selector):
         self._check("list", kind.plural, label_selector)
@@ -114,6 +123,27 @@ class FakeKube:
 
     def object(self, plural: str, name: str) -> dict | None:
         return self.objects.get((plural, name))
+
+    def serve_trainer(self, fields=("runtimePatches", "activeDeadlineSeconds"),
+                      runtime: str = "torch-distributed", step: str = "node", namespaced: bool = False) -> None:
+        """A Kubeflow Trainer install: the TrainJob CRD whose served v1alpha1 spec has `fields` (and
+        `runtimeRef` and `trainer`, which every release has), and a runtime whose replicated job
+        `step` carries the trainer ancestor label (manifests/base/runtimes/*.yaml), after an
+        unlabelled one as in deepspeed-distributed."""
+        properties = {name: {"type": "object"} for name in ("runtimeRef", "trainer", *fields)}
+        self.cluster_objects[("customresourcedefinitions", "trainjobs.trainer.kubeflow.org")] = {
+            "metadata": {"name": "trainjobs.trainer.kubeflow.org"},
+            "spec": {"group": "trainer.kubeflow.org", "versions": [{
+                "name": "v1alpha1", "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": {"properties": {"spec": {"properties": properties}}}}}]}}
+        jobs = [{"name": name, "template": {"metadata": {"labels": labels}, "spec": {}}} for name, labels in (
+            ("node" if step != "node" else "initializer", {}),
+            (step, {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}))]
+        body = {"metadata": {"name": runtime}, "spec": {"template": {"spec": {"replicatedJobs": jobs}}}}
+        if namespaced:
+            self.objects[("trainingruntimes", runtime)] = body
+        else:
+            self.cluster_objects[("clustertrainingruntimes", runtime)] = body
 
     def predictor_deployment(self, isvc: str, storage: str, replicas: int = 1, updated: int | None = None,
                              old: int = 0) -> None:

@@ -30,10 +30,13 @@ def _knative_status(isvc: dict, ready: bool = True) -> dict:
     if percent is None or percent >= 100:
         traffic = [{"revisionName": latest, "latestRevision": True, "percent": 100}]
     else:
-        traffic = [{"revisionName": latest, "latestRevision": True, "percent": percent,
-                    "url": "http://latest-churn-predictor.ml.example.com"},
+        # Knative gives only tagged targets a URL; KServe tags `latest` only with tag routing
+        # (reconcilers/knative/ksvc_reconciler.go @ v0.20.0).
+        traffic = [{"revisionName": latest, "latestRevision": True, "percent": percent},
                    {"revisionName": "churn-predictor-00001", "latestRevision": False, "tag": "prev",
-                    "percent": 100 - percent}]
+                    "percent": 100 - percent, "url": "http://prev-churn-predictor.ml.example.com"}]
+        if (isvc["metadata"].get("annotations") or {}).get("serving.kserve.io/enable-tag-routing") == "true":
+            traffic[0].update({"tag": "latest", "url": "http://latest-churn-predictor.ml.example.com"})
     return {"url": "http://churn.ml.example.com",
             "conditions": [{"type": "Ready", "status": "True" if ready else "Unknown"}],
             "components": {"predictor": {"latestCreatedRevision": latest,
@@ -91,6 +94,70 @@ class Rollout:
 
     def reasons(self) -> list[str]:
         return [e.reason for e in self.events]
+
+
+class ProbedUrls:
+    """An HTTP session that answers 200 to every probe and remembers where it was sent."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def request(self, method, url, **kwargs):
+        self.urls.append(url)
+        return type("Response", (), {"status_code": 200})()
+
+
+PROBE = {"path": "/v2/models/churn/infer", "body": "{}"}
+
+
+def test_knative_analysis_probes_the_canary_revision_alone():
+    rollout = Rollout({"steps": [10, 100], "stepIntervalSeconds": 60, "analysis": {"probe": PROBE}})
+    rollout.env.http = probed = ProbedUrls()
+    rollout.step()
+    annotations = rollout.isvc()["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/enable-tag-routing"] == "true", "KServe tags revisions only when asked"
+    rollout.step()
+    rollout.clock.advance(61)
+    rollout.step()
+    assert probed.urls == ["http://latest-churn-predictor.ml.example.com/v2/models/churn/infer"], \
+        "the latest revision's tagged URL, not the service URL that splits traffic"
+
+
+def test_knative_analysis_without_a_tagged_url_does_not_probe_the_split():
+    rollout = Rollout({"steps": [10, 100], "stepIntervalSeconds": 60, "readyTimeoutSeconds": 3600,
+                       "analysis": {"probe": PROBE}})
+    rollout.env.http = probed = ProbedUrls()
+    real_answer = rollout.answer
+
+    def untagged_answer():  # a KServe that does not tag (the annotation dropped)
+        real_answer()
+        isvc = rollout.isvc()
+        if isvc is not None and isvc.get("status"):
+            for target in isvc["status"]["components"]["predictor"]["traffic"]:
+                if target.get("latestRevision"):
+                    target.pop("tag", None)
+                    target.pop("url", None)
+
+    rollout.answer = untagged_answer
+    rollout.step()
+    rollout.clock.advance(61)
+    result = rollout.step()
+    assert isinstance(result, Wait) and "tagged URL" in result.message
+    assert probed.urls == []
+
+
+def test_standard_analysis_probes_the_canary_in_cluster():
+    rollout = Rollout({"steps": [10, 100], "stepIntervalSeconds": 60, "analysis": {"probe": PROBE}},
+                      mode="Standard")
+    rollout.env.http = probed = ProbedUrls()
+    rollout.step()
+    canary = rollout.isvc("churn-canary")
+    canary["status"]["components"] = {"predictor": {"url": "http://churn-canary-predictor-ml.example.com"}}
+    rollout.clock.advance(61)
+    outcome = run_stage(serving.STAGE, traindeploy(rollout.spec, rollout.status, generation=2), rollout.env)
+    assert isinstance(outcome.result, Wait)
+    assert probed.urls == ["http://churn-canary-predictor.ml.svc.cluster.local/v2/models/churn/infer"], \
+        "status.address.url, not the ingress host"
 
 
 def test_knative_rollout_walks_every_step_on_the_clock():

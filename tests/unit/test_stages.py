@@ -111,6 +111,103 @@ def test_a_conflict_is_retried_at_once():
     assert kube_api.object("pytorchjobs", "churn-g1-train") is not None
 
 
+# -- TrainJob: the runtime's trainer step, the fields the served CRD has -------------------------------
+
+SCHEDULED = {"backend": "TrainJob", "image": "t:1", "command": ["python"], "gpus": 1,
+             "nodeSelector": {"pool": "gpu"}}
+
+
+def _trainjob(kube_api):
+    return kube_api.object("trainjobs", "churn-g1-train")
+
+
+@pytest.mark.parametrize(("reason", "runtime", "step", "namespaced"), [
+    ("torch-distributed trains in node", "torch-distributed", "node", False),
+    ("deepspeed-distributed trains in launcher", "deepspeed-distributed", "launcher", False),
+    ("a namespaced TrainingRuntime is read in the TrainDeploy's namespace", "mine", "trainer", True),
+])
+def test_trainjob_runtime_patches_target_the_runtimes_trainer_step(reason, runtime, step, namespaced):
+    kube_api = FakeKube()
+    kube_api.serve_trainer(runtime=runtime, step=step, namespaced=namespaced)
+    kind = "TrainingRuntime" if namespaced else "ClusterTrainingRuntime"
+    spec = minimal_spec(training={**SCHEDULED, "runtimeRef": {"name": runtime, "kind": kind}})
+    outcome = run_stage(training.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), environment(kube_api))
+    assert isinstance(outcome.result, Wait), reason
+    patch, = _trainjob(kube_api)["spec"]["runtimePatches"]
+    job, = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    assert job["name"] == step and job["template"]["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "gpu"}
+
+
+def test_a_missing_training_runtime_holds_the_cycle_naming_it():
+    kube_api = FakeKube()
+    kube_api.serve_trainer(runtime="torch-distributed")
+    spec = minimal_spec(training={**SCHEDULED, "runtimeRef": {"name": "deepspeed-distributed"}})
+    outcome = run_stage(training.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), environment(kube_api))
+    assert isinstance(outcome.result, Blocked) and outcome.result.reason == "TrainingRuntimeNotFound"
+    assert "spec.training.runtimeRef" in outcome.result.message
+    assert "ClusterTrainingRuntime deepspeed-distributed" in outcome.result.message
+    assert _trainjob(kube_api) is None, "no TrainJob the Trainer cannot run"
+
+
+def test_a_tuned_trainjob_collects_metrics_from_the_trainer_step():
+    kube_api = FakeKube()
+    kube_api.serve_trainer(runtime="deepspeed-distributed", step="launcher")
+    spec = minimal_spec(tuning=TUNING, training={**SCHEDULED, "runtimeRef": {"name": "deepspeed-distributed"}})
+    outcome = run_stage(tuning.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), environment(kube_api))
+    assert isinstance(outcome.result, Wait)
+    template = kube_api.object("experiments", "churn-g1-tune")["spec"]["trialTemplate"]
+    assert template["primaryPodLabels"]["jobset.sigs.k8s.io/replicatedjob-name"] == "launcher"
+    job, = template["trialSpec"]["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
+        "replicatedJobs"]
+    assert job["name"] == "launcher"
+
+
+@pytest.mark.parametrize(("reason", "served", "training_spec", "expected", "written", "says"), [
+    ("v2.2+ has both fields", ("runtimePatches", "activeDeadlineSeconds"),
+     {**SCHEDULED, "activeDeadlineSeconds": 600}, Wait, {"runtimePatches", "activeDeadlineSeconds"}, None),
+    ("v2.0/v2.1 without the fields: a spec that needs none trains", (),
+     {"backend": "TrainJob", "image": "t:1", "command": ["python"], "gpus": 1}, Wait, set(), None),
+    ("v2.0/v2.1: a deadline cannot be written", (),
+     {"backend": "TrainJob", "image": "t:1", "command": ["python"], "activeDeadlineSeconds": 600}, Blocked, None,
+     "spec.training.activeDeadlineSeconds needs TrainJob spec.activeDeadlineSeconds"),
+    ("v2.0/v2.1: pod scheduling cannot be written", (), SCHEDULED, Blocked, None, "needs TrainJob spec.runtimePatches"),
+])
+def test_trainjob_fields_follow_the_served_crd(reason, served, training_spec, expected, written, says):
+    kube_api = FakeKube()
+    kube_api.serve_trainer(fields=served)
+    env = environment(kube_api)
+    spec = minimal_spec(training=training_spec)
+    outcome = run_stage(training.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    assert isinstance(outcome.result, expected), reason
+    if expected is Blocked:
+        assert outcome.result.reason == "TrainerCapabilityMissing" and says in outcome.result.message
+        assert _trainjob(kube_api) is None, "nothing the apiserver would silently drop is sent"
+        kube_api.serve_trainer()  # the Trainer is upgraded: the next try reads the CRD again
+        again = run_stage(training.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+        assert isinstance(again.result, Wait)
+    else:
+        assert set(_trainjob(kube_api)["spec"]) & {"runtimePatches", "activeDeadlineSeconds"} == written
+
+
+def test_the_trainjob_crd_is_read_once_per_process():
+    kube_api = FakeKube()
+    kube_api.serve_trainer()
+    env = environment(kube_api)
+    spec = minimal_spec(training={"backend": "TrainJob", "image": "t:1", "command": ["python"]})
+    first = run_stage(training.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    run_stage(training.STAGE, traindeploy(spec, first.status), env)
+    crd_reads = [call for call in kube_api.calls if call[1] == "customresourcedefinitions"]
+    assert len(crd_reads) == 1
+
+
+def test_no_trainjob_crd_holds_the_cycle():
+    kube_api = FakeKube()
+    spec = minimal_spec(training={"backend": "TrainJob", "image": "t:1", "command": ["python"]})
+    outcome = run_stage(training.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), environment(kube_api))
+    assert isinstance(outcome.result, Blocked) and outcome.result.reason == "ChildKindNotInstalled"
+    assert "trainjobs.trainer.kubeflow.org" in outcome.result.message
+
+
 # -- gate -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("reason", "metrics", "gate_spec", "expected", "expected_reason"), [
@@ -208,6 +305,63 @@ def test_tuning(reason, state, best, expected, expected_reason):
         assert outcome.result.reason == expected_reason
     if expected is Done:
         assert outcome.status["tuning"]["bestParameters"] == {"lr": "0.02"}
+
+
+@pytest.mark.parametrize(("reason", "state", "best", "expected"), [
+    ("goal reached while trials run", "Succeeded", True, Done),
+    ("max failed trials reached while trials run", "Failed", False, Fail),
+])
+def test_an_ended_experiment_stops_the_trials_katib_left_running(reason, state, best, expected):
+    kube_api = FakeKube()
+    env = environment(kube_api)
+    spec = minimal_spec(tuning=TUNING)
+    first = run_stage(tuning.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    for trial in ("churn-g1-tune-abc", "churn-g1-tune-run", "churn-g1-tune-pen"):
+        kube_api.objects[("trials", trial)] = {"metadata": {"name": trial, "namespace": "ml"}}
+    status = _experiment(state, best)
+    status.update({"succeededTrialList": ["churn-g1-tune-abc"], "runningTrialList": ["churn-g1-tune-run"],
+                   "pendingTrialList": ["churn-g1-tune-pen"]})
+    kube_api.set_status("experiments", "churn-g1-tune", status)
+    outcome = run_stage(tuning.STAGE, traindeploy(spec, first.status), env)
+    assert isinstance(outcome.result, expected), reason
+    assert kube_api.object("trials", "churn-g1-tune-run") is None, "a running trial holds GPUs"
+    assert kube_api.object("trials", "churn-g1-tune-pen") is None, "a pending trial would start"
+    assert kube_api.object("trials", "churn-g1-tune-abc") is not None, "finished trials stay"
+    assert kube_api.object("experiments", "churn-g1-tune") is not None, "the Experiment stays as the record"
+    assert [e.reason for e in outcome.events] == ["TrialsStopped"]
+
+
+def test_an_ended_experiment_without_unfinished_trials_deletes_nothing():
+    kube_api = FakeKube()
+    env = environment(kube_api)
+    spec = minimal_spec(tuning=TUNING)
+    first = run_stage(tuning.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    kube_api.set_status("experiments", "churn-g1-tune", _experiment("Succeeded"))
+    outcome = run_stage(tuning.STAGE, traindeploy(spec, first.status), env)
+    assert isinstance(outcome.result, Done)
+    assert not [call for call in kube_api.calls if call[0] == "delete"] and not outcome.events
+
+
+def test_a_trial_delete_refused_holds_tuning_open():
+    kube_api = FakeKube()
+    env = environment(kube_api)
+    spec = minimal_spec(tuning=TUNING)
+    first = run_stage(tuning.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    status = _experiment("Succeeded")
+    status["runningTrialList"] = ["churn-g1-tune-run"]
+    kube_api.set_status("experiments", "churn-g1-tune", status)
+    real_delete = kube_api.delete
+
+    def forbidden(kind, namespace, name):
+        raise kube.Forbidden(f"delete {kind.kind} {namespace}/{name}", "forbidden", 403)
+
+    kube_api.delete = forbidden
+    outcome = run_stage(tuning.STAGE, traindeploy(spec, first.status), env)
+    assert isinstance(outcome.result, Blocked) and outcome.result.reason == "Forbidden", \
+        "training does not start while a trial may still hold GPUs"
+    kube_api.delete = real_delete
+    again = run_stage(tuning.STAGE, traindeploy(spec, outcome.status), env)
+    assert isinstance(again.result, Done)
 
 
 # -- pipeline ---------------------------------------------------------------------------------------

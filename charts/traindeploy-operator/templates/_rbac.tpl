@@ -34,10 +34,21 @@ watched namespace otherwise. */}}
 - apiGroups: ["kubeflow.org"]
   resources: ["pytorchjobs", "experiments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Katib Trials: when an Experiment ends, the operator deletes the Trials it still lists as running
+# or pending (Katib leaves them running; their jobs hold GPUs) before final training starts. By
+# name, from the Experiment's status; never listed or created.
+- apiGroups: ["kubeflow.org"]
+  resources: ["trials"]
+  verbs: ["delete"]
 # Kubeflow Trainer TrainJobs (training.backend: TrainJob): the same as PyTorchJobs.
 - apiGroups: ["trainer.kubeflow.org"]
   resources: ["trainjobs"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Kubeflow Trainer TrainingRuntimes: a TrainJob naming a namespaced runtime (spec.training.runtimeRef)
+# has it read by name, to find the runtime's trainer step (the replicated job that runs the trainer).
+- apiGroups: ["trainer.kubeflow.org"]
+  resources: ["trainingruntimes"]
+  verbs: ["get"]
 # KServe InferenceServices (serving): read, create and patch the served model; delete the canary
 # service when a rollout ends; kopf watches them to notice readiness.
 - apiGroups: ["serving.kserve.io"]
@@ -71,13 +82,24 @@ watched namespace otherwise. */}}
   verbs: ["create"]
 {{- end }}
 
-{{/* Cluster-scoped reads kopf needs in either mode. */}}
+{{/* Cluster-scoped reads kopf and the operator need in either mode. */}}
 {{- define "traindeploy-operator.rules.discovery" -}}
 # kopf's resource discovery: it lists and watches CustomResourceDefinitions to learn when the
 # watched kinds (TrainDeploy and the child kinds) appear, change or go away.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+# The operator reads the served TrainJob CRD once per process, by name, to learn which optional
+# spec fields the cluster's Trainer has (runtimePatches and activeDeadlineSeconds came in v2.2).
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  resourceNames: ["trainjobs.trainer.kubeflow.org"]
+  verbs: ["get"]
+# Kubeflow Trainer ClusterTrainingRuntimes (cluster-scoped): a TrainJob's runtime is read by name to
+# find its trainer step (`node` in torch-distributed, `launcher` in deepspeed-distributed).
+- apiGroups: ["trainer.kubeflow.org"]
+  resources: ["clustertrainingruntimes"]
+  verbs: ["get"]
 {{- end }}
 
 {{/* Cluster-scoped reads kopf needs only when it watches a list of namespaces. */}}

@@ -82,11 +82,21 @@ MLSERVER_FORMATS = ("mlflow",)
 MLSERVER_RUNTIME = "kserve-mlserver"
 
 
+# Knative mode: KServe tags the traffic targets (`latest`, `prev`) and Knative gives a tagged
+# target, and only a tagged one, its own URL, when this annotation is "true"
+# (reconcilers/knative/ksvc_reconciler.go @ v0.15.0 to v0.20.0): the canary revision can then be
+# probed alone.
+TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
+LATEST_TAG = "latest"
+
+
 def build(meta: dict, serving: dict, *, storage_uri: str, gpu_resource: str,
-          deployment_mode: str | None = None, served_model_name: str | None = None) -> dict:
+          deployment_mode: str | None = None, served_model_name: str | None = None,
+          tag_routing: bool = False) -> dict:
     """The whole InferenceService for one model version. `deployment_mode` is the annotation value
     as written (see mode_annotation). `served_model_name` makes MLServer answer under that name
-    rather than this object's (a canary answers the stable variant's paths)."""
+    rather than this object's (a canary answers the stable variant's paths). `tag_routing` asks
+    KServe for a URL per revision (a Knative-mode canary)."""
     if not storage_uri:
         raise ValueError("an InferenceService needs a storage URI")
     if deployment_mode is not None and deployment_mode not in MODE_VALUES:
@@ -95,6 +105,8 @@ def build(meta: dict, serving: dict, *, storage_uri: str, gpu_resource: str,
     if deployment_mode is not None:
         metadata["annotations"] = {**(metadata.get("annotations") or {}),
                                    DEPLOYMENT_MODE_ANNOTATION: deployment_mode}
+    if tag_routing:
+        metadata["annotations"] = {**(metadata.get("annotations") or {}), TAG_ROUTING_ANNOTATION: "true"}
 
     given_format = serving.get("modelFormat") or {}
     model_format: dict[str, Any] = {"name": given_format.get("name") or DEFAULT_MODEL_FORMAT}
@@ -135,6 +147,21 @@ def predictor(obj: dict) -> dict:
 def traffic(obj: dict) -> list[dict]:
     """The traffic split KServe reports in Knative mode, one entry per revision."""
     return predictor(obj).get("traffic") or []
+
+
+def latest_tagged_url(obj: dict) -> str | None:
+    """The URL of the latest revision's own traffic target (tag `latest`), which only tag routing
+    gives it: the canary revision alone, not the split."""
+    for target in traffic(obj):
+        if target.get("latestRevision") and target.get("tag") == LATEST_TAG:
+            return target.get("url") or None
+    return None
+
+
+def cluster_address(obj: dict) -> str | None:
+    """`status.address.url`: the in-cluster address of this InferenceService (Standard mode's
+    `components.predictor.url` is the ingress host, raw_kube_reconciler.go @ v0.20.0)."""
+    return ((obj.get("status") or {}).get("address") or {}).get("url") or None
 
 
 def predictor_address(obj: dict) -> str | None:

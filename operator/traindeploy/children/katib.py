@@ -21,6 +21,8 @@ KIND = "Experiment"
 GROUP = "kubeflow.org"
 VERSION = "v1beta1"
 PLURAL = "experiments"
+TRIAL_KIND = "Trial"
+TRIAL_PLURAL = "trials"
 
 # Katib's validating webhook rejects longer names (trial names append 9 characters).
 MAX_NAME_LENGTH = 40
@@ -38,6 +40,7 @@ def readable_metric_name(name: str) -> bool:
     return bool(_METRIC_NAME.match(name))
 
 
+REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
 _SUCCEEDED_TRUE = 'status.conditions.#(type=="{}")#|#(status=="True")#'
 _FAILED_TRUE = 'status.conditions.#(type=="Failed")#|#(status=="True")#'
 
@@ -56,7 +59,7 @@ BACKENDS: dict[str, dict[str, Any]] = {
         "primaryContainerName": trainjob.NODE,
         "successCondition": _SUCCEEDED_TRUE.format("Complete"),
         "failureCondition": _FAILED_TRUE,
-        "primaryPodLabels": {"jobset.sigs.k8s.io/replicatedjob-name": trainjob.NODE,
+        "primaryPodLabels": {"jobset.sigs.k8s.io/replicatedjob-name": trainjob.NODE,  # the trainer step
                              "batch.kubernetes.io/job-completion-index": "0"},
     },
 }
@@ -141,8 +144,10 @@ def objective(tuning: Mapping[str, Any]) -> dict:
 
 
 def build(meta: dict, tuning: dict, training: dict, *, env: list[dict], hyperparameters: dict[str, str],
-          gpu_resource: str) -> dict:
-    """The whole Experiment: search space, objective and a trial template of the training backend."""
+          gpu_resource: str, job_options: Mapping[str, Any] | None = None) -> dict:
+    """The whole Experiment: search space, objective and a trial template of the training backend.
+    `job_options` go to the backend's `job_spec` (a TrainJob's trainer `step` and served `fields`);
+    a TrainJob trial's metrics come from the trainer step's first pod."""
     name = meta.get("name") or ""
     if len(name) > MAX_NAME_LENGTH:
         raise ValueError(f"Experiment name {name!r} is longer than {MAX_NAME_LENGTH} characters")
@@ -158,13 +163,16 @@ def build(meta: dict, tuning: dict, training: dict, *, env: list[dict], hyperpar
         "apiVersion": module.API_VERSION,
         "kind": module.KIND,
         "spec": module.job_spec(training, env=env, args=trial_args(training, hyperparameters, tuned),
-                                gpu_resource=gpu_resource),
+                                gpu_resource=gpu_resource, **(job_options or {})),
     }
+    pod_labels = dict(backend["primaryPodLabels"])
+    if module is trainjob and (job_options or {}).get("step"):
+        pod_labels[REPLICATED_JOB_LABEL] = job_options["step"]
     trial_template = {
         "primaryContainerName": backend["primaryContainerName"],
         "successCondition": backend["successCondition"],
         "failureCondition": backend["failureCondition"],
-        "primaryPodLabels": dict(backend["primaryPodLabels"]),
+        "primaryPodLabels": pod_labels,
         "trialParameters": [{"name": item, "description": f"Tuned hyperparameter {item}", "reference": item}
                             for item in tuned],
         "trialSpec": trial_spec,
@@ -245,3 +253,14 @@ def read(obj: dict) -> ChildState:
         if phase is not None:
             return ChildState(phase, item.get("reason") or "", item.get("message") or "", outputs)
     return ChildState(PENDING, outputs=outputs)
+
+
+def unfinished_trials(obj: dict) -> list[str]:
+    """The Trials Katib lists as running or pending (`status.runningTrialList` and
+    `pendingTrialList`, experiment_types.go @ v0.19.0). Katib leaves them running when the
+    Experiment ends (experiment_controller.go): their jobs keep their pods and GPUs."""
+    status = obj.get("status") or {}
+    names: list[str] = []
+    for key in ("runningTrialList", "pendingTrialList"):
+        names.extend(name for name in status.get(key) or [] if name and name not in names)
+    return names

@@ -138,14 +138,15 @@ def job_spec(training: Mapping[str, Any], *, env: list[dict], args: list[str], g
 
 
 def training_job(api_version: str, kind: str, spec_builder, meta: dict, training: dict, *, env: list[dict],
-                 hyperparameters: dict[str, str], gpu_resource: str) -> dict:
-    """A whole training job object (PyTorchJob or TrainJob) from its kind's `job_spec`."""
+                 hyperparameters: dict[str, str], gpu_resource: str, **options: Any) -> dict:
+    """A whole training job object (PyTorchJob or TrainJob) from its kind's `job_spec`; `options`
+    go to the kind's `job_spec` (the TrainJob's trainer step and served fields)."""
     return {
         "apiVersion": api_version,
         "kind": kind,
         "metadata": copy_meta(meta),
         "spec": spec_builder(training, env=env, args=training_args(training, hyperparameters),
-                             gpu_resource=gpu_resource),
+                             gpu_resource=gpu_resource, **options),
     }
 
 

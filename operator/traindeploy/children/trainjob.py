@@ -31,6 +31,47 @@ DEFAULT_RUNTIME_REF = {"name": "torch-distributed", "kind": "ClusterTrainingRunt
 NODE = "node"
 # Owner of our entry in `spec.runtimePatches` (a list map keyed by manager).
 PATCH_MANAGER = "traindeploy.io/operator"
+# The label that marks a runtime's trainer step (pkg/constants/constants.go, v2.0.0 to v2.3.0): the
+# Trainer applies `spec.trainer` to the replicated job whose template carries it. It is `node` in
+# torch-distributed, `launcher` in deepspeed-distributed (manifests/base/runtimes/).
+ANCESTOR_LABEL = "trainer.kubeflow.org/trainjob-ancestor-step"
+ANCESTOR_TRAINER = "trainer"
+RUNTIME_KINDS = ("ClusterTrainingRuntime", "TrainingRuntime")
+CRD_NAME = f"{PLURAL}.{GROUP}"
+# TrainJob spec fields not every Trainer release serves (trainjob_types.go): both came in v2.2.0.
+# v2.0/v2.1's apiserver prunes them silently, so they are written only where the CRD has them.
+OPTIONAL_FIELDS = ("runtimePatches", "activeDeadlineSeconds")
+
+
+def trainer_step(runtime: Mapping[str, Any]) -> str:
+    """The name of the runtime's trainer step: the replicated job labelled as the trainer
+    ancestor; `node` when none is labelled (the name in the Trainer's own runtimes)."""
+    jobs = ((((runtime.get("spec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs")) or []
+    for job in jobs:
+        labels = ((job.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        if labels.get(ANCESTOR_LABEL) == ANCESTOR_TRAINER and job.get("name"):
+            return job["name"]
+    return NODE
+
+
+def served_fields(crd: Mapping[str, Any]) -> frozenset[str]:
+    """The `spec` fields the served TrainJob version's schema has (of OPTIONAL_FIELDS)."""
+    for version in (crd.get("spec") or {}).get("versions") or []:
+        if version.get("name") == VERSION and version.get("served"):
+            spec = ((((version.get("schema") or {}).get("openAPIV3Schema") or {}).get("properties") or {})
+                    .get("spec") or {})
+            return frozenset(field for field in OPTIONAL_FIELDS if field in (spec.get("properties") or {}))
+    return frozenset()
+
+
+def needed_fields(training: Mapping[str, Any]) -> dict[str, str]:
+    """TrainJob spec fields the training spec needs, with the TrainDeploy field that needs each."""
+    needed = {}
+    if training.get("activeDeadlineSeconds") is not None:
+        needed["activeDeadlineSeconds"] = "spec.training.activeDeadlineSeconds"
+    if pod_scheduling(training):
+        needed["runtimePatches"] = "spec.training (nodeSelector, tolerations, serviceAccountName)"
+    return needed
 
 
 def runtime_ref(training: Mapping[str, Any]) -> dict:
@@ -39,19 +80,22 @@ def runtime_ref(training: Mapping[str, Any]) -> dict:
     return {key: given.get(key) or default for key, default in DEFAULT_RUNTIME_REF.items()}
 
 
-def runtime_patches(training: Mapping[str, Any]) -> list[dict]:
+def runtime_patches(training: Mapping[str, Any], step: str = NODE) -> list[dict]:
     """One runtime patch putting nodeSelector, tolerations and serviceAccountName on the pods of the
-    `node` replicated job; none when the user set none of them."""
+    trainer step's replicated job; none when the user set none of them."""
     pod_spec = pod_scheduling(training)
     if not pod_spec:
         return []
-    job_patch = {"name": NODE, "template": {"spec": {"template": {"spec": pod_spec}}}}
+    job_patch = {"name": step, "template": {"spec": {"template": {"spec": pod_spec}}}}
     return [{"manager": PATCH_MANAGER,
              "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [job_patch]}}}}]
 
 
-def job_spec(training: dict, *, env: list[dict], args: list[str], gpu_resource: str) -> dict:
-    """The TrainJob `spec`; also the Katib trial template when tuning with this backend."""
+def job_spec(training: dict, *, env: list[dict], args: list[str], gpu_resource: str, step: str = NODE,
+             fields: frozenset[str] = frozenset(OPTIONAL_FIELDS)) -> dict:
+    """The TrainJob `spec`; also the Katib trial template when tuning with this backend. `step` is
+    the runtime's trainer step; `fields` the optional spec fields the served CRD has (a field it
+    lacks is left out: the stage refuses a spec that needs one first)."""
     trainer: dict[str, Any] = program(training, env=env, args=args)
     trainer["numNodes"] = 1 + int(training.get("workers") or 0)
     resources = resources_with_gpus(training.get("resources"), training.get("gpus") or 0, gpu_resource)
@@ -59,19 +103,19 @@ def job_spec(training: dict, *, env: list[dict], args: list[str], gpu_resource: 
         trainer["resourcesPerNode"] = resources
 
     spec: dict[str, Any] = {"runtimeRef": runtime_ref(training), "trainer": trainer}
-    if training.get("activeDeadlineSeconds") is not None:
+    if training.get("activeDeadlineSeconds") is not None and "activeDeadlineSeconds" in fields:
         spec["activeDeadlineSeconds"] = int(training["activeDeadlineSeconds"])
-    patches = runtime_patches(training)
-    if patches:
+    patches = runtime_patches(training, step)
+    if patches and "runtimePatches" in fields:
         spec["runtimePatches"] = patches
     return spec
 
 
 def build(meta: dict, training: dict, *, env: list[dict], hyperparameters: dict[str, str],
-          gpu_resource: str) -> dict:
-    """The whole TrainJob for one training cycle."""
+          gpu_resource: str, **options: Any) -> dict:
+    """The whole TrainJob for one training cycle; `options` are job_spec's `step` and `fields`."""
     return training_job(API_VERSION, KIND, job_spec, meta, training, env=env, hyperparameters=hyperparameters,
-                        gpu_resource=gpu_resource)
+                        gpu_resource=gpu_resource, **options)
 
 
 def read(obj: dict) -> ChildState:

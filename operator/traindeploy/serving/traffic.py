@@ -24,7 +24,10 @@ def ensure_isvc(s: Serving, name: str, version: str, storage: str, canary_percen
     meta = naming.child_metadata(p.td, name, stage="serving", annotations={naming.ANNOTATION_MODEL_VERSION: str(version)})
     desired = inferenceservice.build(meta, s.spec, storage_uri=storage, gpu_resource=p.env.config.gpu_resource,
                                      deployment_mode=s.mode_annotation(),
-                                     served_model_name=s.name if name != s.name else None)
+                                     served_model_name=s.name if name != s.name else None,
+                                     # Knative: each revision its own URL, so analysis probes the canary.
+                                     tag_routing=s.mode == KNATIVE and name == s.name
+                                     and s.spec.get("canary") is not None)
     if canary_percent is not None:
         desired["spec"]["predictor"]["canaryTrafficPercent"] = canary_percent
     isvc, action = p.kube(lambda: p.env.kube.ensure(INFERENCESERVICE, desired, owned=("spec",)))
@@ -119,7 +122,8 @@ def apply_weight(s: Serving, version: str, storage: str, stable: str, weight: in
         isvc = ensure_isvc(s, s.canary_name, version, storage)
         ensure_route(s, s.canary_name, weight)
         ready, message = serves(s, s.canary_name, isvc, storage)
-        url = inferenceservice.predictor_address(isvc)
+        # In-cluster, the canary InferenceService alone; its predictor URL is the ingress host.
+        url = inferenceservice.cluster_address(isvc)
     s.serving["traffic"] = f"v{stable} {100 - weight}%, v{version} {weight}%"
     return ready, url, message
 
@@ -154,4 +158,8 @@ def knative_canary_state(isvc: dict, weight: int, replaced_revision: str | None)
         return False, None, message
     if latest is None or latest.get("percent") != weight:
         return False, None, f"KServe does not report {weight}% on the latest revision yet"
-    return True, latest.get("url") or inferenceservice.predictor_address(isvc), "ready"
+    # The canary revision's own URL (tag routing); the service URL would probe the split.
+    url = inferenceservice.latest_tagged_url(isvc)
+    if url is None:
+        return False, None, "KServe has not given the latest revision a tagged URL yet (enable-tag-routing)"
+    return True, url, "ready"

@@ -10,6 +10,7 @@ from traindeploy.children import FAILED, SUCCEEDED, pytorchjob, trainjob
 from traindeploy.context import Pass
 from traindeploy.kube import Kind
 from traindeploy.results import Done, Fail, Result
+from traindeploy.stages import trainer_api
 from traindeploy.stages.base import Stage
 
 PYTORCHJOB = Kind(pytorchjob.GROUP, pytorchjob.VERSION, pytorchjob.PLURAL, pytorchjob.KIND)
@@ -33,7 +34,7 @@ def run(p: Pass) -> Result:
     best = (p.status.get("tuning") or {}).get("bestParameters")
     desired = module.build(meta, training, env=p.training_env(with_run=True),
                            hyperparameters=lc.effective_hyperparameters(training, best),
-                           gpu_resource=p.env.config.gpu_resource)
+                           gpu_resource=p.env.config.gpu_resource, **trainer_api.job_options(p, training))
     job, action = p.kube(lambda: p.env.kube.ensure(kind, desired, owned=()))
     p.created(kind, name, action)
     state = module.read(job)

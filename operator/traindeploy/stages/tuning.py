@@ -10,9 +10,11 @@ from traindeploy.children import FAILED, SUCCEEDED, katib
 from traindeploy.context import Pass
 from traindeploy.kube import Kind
 from traindeploy.results import Done, Fail, Result
+from traindeploy.stages import trainer_api
 from traindeploy.stages.base import Stage
 
 EXPERIMENT = Kind(katib.GROUP, katib.VERSION, katib.PLURAL, katib.KIND)
+TRIAL = Kind(katib.GROUP, katib.VERSION, katib.TRIAL_PLURAL, katib.TRIAL_KIND)
 DEFAULT_TIMEOUT = 86400  # as the CRD's default of spec.tuning.timeoutSeconds
 
 
@@ -25,7 +27,8 @@ def run(p: Pass) -> Result:
                                  annotations=naming.cycle_annotations(p.status["cycle"]))
     desired = katib.build(meta, tuning, training, env=p.training_env(with_run=False),
                           hyperparameters=lc.effective_hyperparameters(training, None),
-                          gpu_resource=p.env.config.gpu_resource)
+                          gpu_resource=p.env.config.gpu_resource,
+                          job_options=trainer_api.job_options(p, training))
     # Katib forbids most spec changes after creation; a new spec is a new cycle and name.
     experiment, action = p.kube(lambda: p.env.kube.ensure(EXPERIMENT, desired, owned=()))
     p.created(EXPERIMENT, name, action)
@@ -34,6 +37,8 @@ def run(p: Pass) -> Result:
     for key in ("bestTrialName", "bestParameters", "bestObjectiveValue"):
         if state.outputs.get(key) not in (None, {}, ""):
             record[key] = state.outputs[key]
+    if state.phase in (SUCCEEDED, FAILED):
+        stop_unfinished_trials(p, experiment)
     if state.phase == SUCCEEDED:
         if not record.get("bestParameters"):
             return Fail("NoBestTrial", f"Experiment {name} succeeded without a best trial.")
@@ -46,6 +51,19 @@ def run(p: Pass) -> Result:
     return p.running(f"Experiment {name} is {state.phase.lower()}.{progress}", record["startedAt"],
                      tuning.get("timeoutSeconds") or DEFAULT_TIMEOUT, STAGE.deadline_reason,
                      lambda: stop(p, record))
+
+
+def stop_unfinished_trials(p: Pass, experiment: dict) -> None:
+    """Deletes the Trials an ended Experiment still lists as running or pending, before final
+    training starts: Katib does not stop them when the goal is reached, and their jobs hold GPUs.
+    Deleting a Trial deletes its job (Katib makes the Trial its owner). The Experiment and its
+    finished Trials stay, as the record of the search."""
+    names = katib.unfinished_trials(experiment)
+    for trial in names:
+        p.kube(lambda trial=trial: p.env.kube.delete(TRIAL, p.namespace, trial))
+    if names:
+        p.event("Normal", "TrialsStopped", f"Deleted Trials {', '.join(names)} that Experiment "
+                f"{p.namespace}/{experiment['metadata']['name']} left running.")
 
 
 def stop(p: Pass, record: dict) -> None:
