@@ -14,6 +14,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from e2e.kserve_player import predictor_deployment
+from traindeploy.dev.jobs import install_runtime, torch_distributed_runtime
 from traindeploy.dev.status import katib as katib_status
 from traindeploy.dev.status import training as training_status
 
@@ -87,21 +88,9 @@ class Players:
     # -- Trainer v2: TrainJob ------------------------------------------------------------------
 
     def trainer_runtime(self, name: str = "torch-distributed", step: str = "node") -> None:
-        """A ClusterTrainingRuntime as the Trainer's install puts it in the cluster
-        (manifests/base/runtimes/torch_distributed.yaml @ v2.3.0, reduced to what the operator
-        reads: the replicated job labelled as the trainer step). Kept if it is there already."""
-        labels = {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}
-        body = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime",
-                "metadata": {"name": name},
-                "spec": {"template": {"spec": {"replicatedJobs": [
-                    {"name": step, "template": {"metadata": {"labels": labels}, "spec": {"template": {"spec": {
-                        "containers": [{"name": "node", "image": "pytorch/pytorch"}]}}}}}]}}}}
-        try:
-            self.custom.create_cluster_custom_object("trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes",
-                                                     body)
-        except ApiException as error:
-            if error.status != 409:
-                raise
+        """A ClusterTrainingRuntime as the Trainer's install puts it (the one `traindeploy dev`
+        installs). Kept if it is there already."""
+        install_runtime(self.custom.api_client, torch_distributed_runtime(name, step))
 
     def trainjob(self, name: str, outcome: str = "Complete") -> None:
         counts = {"succeeded": 1} if outcome == "Complete" else {"failed": 1}

@@ -31,7 +31,7 @@ import yaml
 
 from traindeploy.dev import images, processes, venvs
 from traindeploy.dev.controlplane import ControlPlane
-from traindeploy.dev.jobs import TrainingJobs
+from traindeploy.dev.jobs import TrainingJobs, install_runtime, torch_distributed_runtime
 from traindeploy.dev.mlflow_server import MlflowServer
 from traindeploy.dev.serving import InferenceServices
 
@@ -166,6 +166,11 @@ def _lifecycle(session: Session, args: argparse.Namespace) -> int:
             plane.start()
             names = plane.install_crds(*args.crds) if args.crds else []
             session.kubeconfig = plane.kubeconfig
+            if "clustertrainingruntimes.trainer.kubeflow.org" in names:
+                # What installing Trainer gives a cluster: the runtime TrainJobs refer to by default.
+                runtime_client = kube_config.new_client_from_config(config_file=str(plane.kubeconfig))
+                with runtime_client:
+                    install_runtime(runtime_client, torch_distributed_runtime())
             say(f"    control plane up at {plane.server}, {len(names)} CRDs, in {time.monotonic() - started:.1f}s")
         mlflow_started.result()
     session.mlflow_url = mlflow.url

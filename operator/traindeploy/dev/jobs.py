@@ -24,6 +24,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kubernetes import client
+
 from traindeploy.dev import processes
 from traindeploy.dev.images import EnvSourceMissing, ImageNotMapped, Resolver
 from traindeploy.dev.status import training as status
@@ -53,6 +55,32 @@ class RunningJob:
     replicas: list[Replica] = field(default_factory=list)
     started: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+def torch_distributed_runtime(name: str = "torch-distributed", step: str = "node") -> dict:
+    """The ClusterTrainingRuntime Trainer's install puts in a cluster (manifests/base/runtimes/
+    torch_distributed.yaml at v2.3.0), reduced to what the operator reads and this executor runs:
+    one replicated job, labelled as the trainer step."""
+    labels = {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}
+    return {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime",
+            "metadata": {"name": name},
+            "spec": {"template": {"spec": {"replicatedJobs": [
+                         {"name": step, "template": {"metadata": {"labels": labels}, "spec": {"template": {"spec": {
+                             "containers": [{"name": "node", "image": "pytorch/pytorch"}]}}}}}]}}}}
+
+
+def install_runtime(api_client, body: dict) -> bool:
+    """Creates a cluster-wide runtime unless one of that name exists; False when it did."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        client.CustomObjectsApi(api_client).create_cluster_custom_object(
+            "trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes", body, _request_timeout=10)
+        return True
+    except ApiException as error:
+        if error.status != 409:
+            raise
+        return False
 
 
 def machine_gpus() -> int:
