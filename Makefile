@@ -28,6 +28,11 @@ RUN_ARGS ?= examples/traindeploys/minimal.yaml
 run: tools
 	$(VENV)/bin/traindeploy dev $$($(PY) -m harness.tools --dev-args) $(RUN_ARGS)
 
+# The end-to-end recipe on a kind cluster, for machines with Docker (see scripts/kind-e2e.sh).
+.PHONY: kind-e2e
+kind-e2e:
+	bash scripts/kind-e2e.sh
+
 # Benchmarks print their figures against a baseline measured in the same run (not part of make test).
 .PHONY: bench
 bench: tools

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.lua import lua_interpreter
+from harness.debian import lua_interpreter
 from harness.paths import REPO_ROOT
 
 ARGOCD_DIR = REPO_ROOT / "charts" / "traindeploy-operator" / "argocd"

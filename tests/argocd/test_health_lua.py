@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from argocd.health import ARGOCD_DIR, HealthScriptError, run_health, script
-from harness.lua import lua_interpreter, lua_version
+from harness.debian import lua_interpreter, lua_version
 from harness.paths import REPO_ROOT
 from traindeploy import conditions as cond
 from traindeploy import lifecycle as lc

@@ -223,9 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"control plane: {controlplane_bin_dir()}")
     print(f"helm/kubectl:  {kube_tools_dir()}")
     if args.test_tiers:
-        from harness import lua, trainer_env
+        from harness import debian, trainer_env
 
-        print(f"lua:           {lua.lua_interpreter()}")
+        for executable in debian.PACKAGES:
+            print(f"{executable + ':':<14} {debian.tool(executable)}")
         print(f"trainer venv:  {trainer_env.trainer_python()}")
         print(f"kfp SDK venv:  {trainer_env.pipelines_python()}")
         for build in UPSTREAM_BUILDS:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 
 import pytest
 import yaml
+
+from harness import debian
 
 from packaging_helm import CHART, Helm, find, one, rule_table
 from traindeploy import metrics
@@ -118,9 +119,7 @@ def test_alert_thresholds_come_from_values(helm):
 
 
 def test_promtool_accepts_the_rules(monitoring, tmp_path):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian/Ubuntu: apt-get install prometheus)")
+    promtool = str(debian.tool("promtool"))
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump({"groups": _rule_groups(monitoring)}))
     result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
@@ -131,9 +130,7 @@ def test_promtool_accepts_the_rules(monitoring, tmp_path):
 def test_promtool_fires_the_dependency_alert_after_its_threshold(monitoring, tmp_path):
     """promtool's rule unit test: MLflow unavailable for every request; the alert is pending
     until the threshold (15 minutes by default), then fires."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian/Ubuntu: apt-get install prometheus)")
+    promtool = str(debian.tool("promtool"))
     groups = _rule_groups(monitoring)
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
     rule = next(r for g in groups for r in g["rules"] if r["alert"] == "TrainDeployDependencyUnavailable")
