@@ -30,6 +30,7 @@ local FAILURE_REASONS = {
   GateMetricMissing = true,
   GateFailed = true,
   NoLoggedModel = true,
+  LoggedModelFailed = true,
   RegistrationFailed = true,
   StorageNotResolvable = true,
   ServingFailed = true,
