@@ -40,7 +40,7 @@ def pytorchjob(name: str, outcome: str, replicas: dict[str, dict[str, int]], *, 
         kind, count = failed_replicas or ("Master", 1)
         conditions.append(_condition("Failed", "True", "PyTorchJobFailed",
                                      f"PyTorchJob {name} is failed because {count} {kind} replica(s) failed.", at))
-    status: dict = {"startTime": started, "lastReconcileTime": at, "conditions": conditions,
+    status: dict = {"startTime": started, "conditions": conditions,
                     "replicaStatuses": {
                         kind: {**counts, "selector": PYTORCHJOB_SELECTOR.format(job=name, replica=kind.lower())}
                         for kind, counts in replicas.items()}}
