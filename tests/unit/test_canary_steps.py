@@ -44,11 +44,23 @@ def _knative_status(isvc: dict, ready: bool = True) -> dict:
                                          "traffic": traffic}}}
 
 
+def _failed_load(status: dict) -> dict:
+    """The newest revision's model failed to load, as KServe reports it (Ready copied from the
+    ksvc, modelStatus BlockedByFailedLoad; UPSTREAM.md 4.4)."""
+    return {**status, "conditions": [{"type": "Ready", "status": "False", "reason": "RevisionFailed",
+                                      "message": "model failed to load"}],
+            "modelStatus": {"transitionStatus": "BlockedByFailedLoad",
+                            "states": {"activeModelState": "", "targetModelState": "FailedToLoad"},
+                            "lastFailureInfo": {"reason": "ModelLoadFailed", "message": "model failed to load"}}}
+
+
 class Rollout:
     """One TrainDeploy's rollout, pass after pass, with KServe played by `answer`."""
 
     def __init__(self, canary: dict, mode: str = "Knative", approval: str | None = None,
-                 point: str | None = None, ready: bool = True, gateway: bool = True) -> None:
+                 point: str | None = None, ready: bool = True, gateway: bool = True,
+                 failed_load: bool = False) -> None:
+        self.failed_load = failed_load
         self.kube, self.mlflow, self.clock = FakeKube(), FakeMlflow(), Clock()
         serving_spec = {"deploymentMode": mode, "canary": canary}
         if approval:
@@ -77,6 +89,11 @@ class Rollout:
             if plural == "inferenceservices":
                 if name == "churn" and self.spec["serving"]["deploymentMode"] == "Knative":
                     obj["status"] = _knative_status(obj, self.ready)
+                    if self.failed_load and obj["status"]["components"]["predictor"]["latestReadyRevision"] != \
+                            obj["status"]["components"]["predictor"]["latestCreatedRevision"]:
+                        obj["status"] = _failed_load(obj["status"])
+                elif self.failed_load and name == "churn-canary":
+                    obj["status"] = _failed_load({"address": {"url": "http://churn-canary-predictor.ml.svc"}})
                 else:
                     ready = self.ready or name == "churn"
                     if ready:
@@ -208,6 +225,34 @@ def test_a_canary_not_ready_in_time_is_rolled_back(reason, mode):
         assert rollout.isvc("churn-canary") is None, "the canary InferenceService goes"
         assert rollout.route_weights() == [100]
     assert ("churn-model", "champion") not in rollout.mlflow.aliases, "champion moves only on promotion"
+
+
+@pytest.mark.parametrize("mode", ["Knative", "Standard"])
+def test_a_canary_whose_model_fails_to_load_is_rolled_back_at_once(mode):
+    rollout = Rollout({"steps": [20, 100], "stepIntervalSeconds": 60, "readyTimeoutSeconds": 3600}, mode=mode,
+                      ready=False, failed_load=True)
+    results, outcomes = [], []
+    for _ in range(3):  # the clock never moves: no waiting for readyTimeoutSeconds
+        results.append(rollout.step())
+        outcomes += rollout.canary_outcomes
+    failed = [r for r in results if isinstance(r, Fail)]
+    assert failed and failed[0].reason == "RolledBack" and "failed" in failed[0].message, results
+    assert rollout.status["rollout"]["failedVersions"] == [CANARY]
+    assert rollout.status["serving"]["traffic"] == "v1 100%"
+    assert outcomes == [("rolled_back", "NotReady")]
+
+
+def test_a_failure_from_before_the_canarys_revision_does_not_roll_it_back():
+    """The object a patch returns can still carry an earlier version's failed load: until KServe
+    reports a revision of the canary's own, that is no reason to roll back."""
+    rollout = Rollout({"steps": [20, 100], "stepIntervalSeconds": 60, "readyTimeoutSeconds": 3600}, ready=False)
+    rollout.step()
+    isvc = rollout.isvc()
+    replaced = rollout.status["serving"].get("replacedRevision", {}).get("revision")
+    isvc["status"] = _failed_load({**isvc["status"], "components": {"predictor": {
+        "latestCreatedRevision": replaced, "latestReadyRevision": replaced, "traffic": []}}})
+    result = run_stage(serving.STAGE, traindeploy(rollout.spec, rollout.status, generation=2), rollout.env).result
+    assert isinstance(result, Wait), result
 
 
 def test_standard_rollout_weights_the_route_and_promotes_onto_the_stable_service():

@@ -40,11 +40,14 @@ def run(s: Serving, version: str, storage: str, stable: str) -> Result:
         _enter_step(s, rollout, 0, steps)
     if rollout["weight"] >= 100:  # resumed while KServe was moving all traffic
         return promote(s, rollout, version, storage, stable, phase=None)
-    ready, url, message = traffic.apply_weight(s, version, storage, stable, rollout["weight"])
+    ready, failed, url, message = traffic.apply_weight(s, version, storage, stable, rollout["weight"])
     if not rollout.get("stepStartedAt"):
         _step_started(s, rollout)
     elapsed = (p.now_dt - cond.parse_time(rollout["stepStartedAt"])).total_seconds()
     if not ready:
+        if failed:
+            return rollback.roll_back(s, rollout, f"Canary version {version} failed at {rollout['weight']}%: "
+                                                  f"{message}", rollback.NOT_READY)
         if elapsed >= ready_timeout:
             return rollback.roll_back(s, rollout, f"Canary version {version} was not ready within {ready_timeout}s "
                                                   f"at {rollout['weight']}%: {message}", rollback.NOT_READY)

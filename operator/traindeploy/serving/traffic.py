@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from traindeploy import naming
-from traindeploy.children import SUCCEEDED, ChildState, httproute, inferenceservice
+from traindeploy.children import FAILED, SUCCEEDED, ChildState, httproute, inferenceservice
 from traindeploy.kube import Kind
 from traindeploy.results import Problem, invalid
 from traindeploy.serving.state import INFERENCESERVICE, KNATIVE, Serving
@@ -112,11 +114,24 @@ def set_stable(s: Serving, version: str, storage: str, wait: bool = True) -> tup
     return True, ""
 
 
-def apply_weight(s: Serving, version: str, storage: str, stable: str, weight: int) -> tuple[bool, str | None, str]:
-    """Puts `weight` percent on the canary; returns (canary ready, canary URL, why not ready)."""
+class CanaryState(NamedTuple):
+    ready: bool
+    failed: bool        # the canary's own revision or Deployment failed to load: waiting cannot help
+    url: str | None
+    message: str
+
+
+def apply_weight(s: Serving, version: str, storage: str, stable: str, weight: int) -> CanaryState:
+    """Puts `weight` percent on the canary; returns where the canary stands."""
     if s.mode == KNATIVE:
         isvc = ensure_isvc(s, s.name, version, storage, canary_percent=weight)
-        ready, url, message = knative_canary_state(isvc, weight, _replaced_revision(s, storage))
+        replaced = _replaced_revision(s, storage)
+        ready, url, message = knative_canary_state(isvc, weight, replaced)
+        # A failure counts only once it is the canary's: a revision other than the one it replaced
+        # (the object a patch returns may still carry the status of an earlier version).
+        created = inferenceservice.predictor(isvc).get("latestCreatedRevision")
+        failed = not ready and replaced is not None and created not in (None, replaced) and \
+            inferenceservice.read(isvc).phase == FAILED
     else:
         ensure_isvc(s, s.name, stable, s.serving["storageUri"])
         isvc = ensure_isvc(s, s.canary_name, version, storage)
@@ -124,8 +139,9 @@ def apply_weight(s: Serving, version: str, storage: str, stable: str, weight: in
         ready, message = serves(s, s.canary_name, isvc, storage)
         # In-cluster, the canary InferenceService alone; its predictor URL is the ingress host.
         url = inferenceservice.cluster_address(isvc)
+        failed = not ready and inferenceservice.read(isvc).phase == FAILED  # a canary of its own
     s.serving["traffic"] = f"v{stable} {100 - weight}%, v{version} {weight}%"
-    return ready, url, message
+    return CanaryState(ready, failed, url, message)
 
 
 def knative_fully_promoted(isvc: dict) -> bool:
