@@ -33,9 +33,13 @@ run: tools
 kind-e2e:
 	bash scripts/kind-e2e.sh
 
-# Benchmarks print their figures against a baseline measured in the same run (not part of make test).
+# Benchmarks print their figures against a baseline measured in the same run (not part of make test):
+# bench/suite.py (fan-in, requests per lifecycle, idle, memory, CPU, restart; see its docstring) and
+# bench/idle_api_load.py. BENCH_ARGS passes options, e.g. make bench BENCH_ARGS='--counts 100 300 1000'.
 .PHONY: bench
+BENCH_ARGS ?= --counts 100 300 --window 30
 bench: tools
+	PYTHONPATH=$(CURDIR)/operator:$(CURDIR)/tests $(PY) bench/suite.py $(BENCH_ARGS)
 	$(PY) bench/idle_api_load.py --counts 10 100 --window 20
 
 venv: $(VENV)/.installed
@@ -44,7 +48,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dev]'
+	$(PY) -m pip install --quiet -e '.[test,dev,bench]'
 	touch $@
 
 clean-venv:

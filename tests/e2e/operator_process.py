@@ -27,14 +27,21 @@ TEST_SETTINGS = {
 
 
 class OperatorProcess:
-    def __init__(self, namespace: str, kubeconfig: Path, logdir: Path, settings: dict[str, str]) -> None:
+    def __init__(self, namespace: str, kubeconfig: Path, logdir: Path, settings: dict[str, str],
+                 verbose: bool = True) -> None:
+        """`verbose` logs at debug level (the tests read it); benchmarks measure at info."""
         self.namespace = namespace
+        self.verbose = verbose
         self.kubeconfig = kubeconfig
         self.logfile = logdir / "operator.log"
         self.settings = settings
         self._proc = None
         self.starts = 0
         self.metrics_port: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:
@@ -57,7 +64,8 @@ class OperatorProcess:
                "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(REPO_ROOT / "operator")}
         self._proc = processes.start(
             [sys.executable, "-m", "traindeploy", "run", "--namespace", self.namespace,
-             "--liveness", f"http://127.0.0.1:{port}/healthz", "--verbose"],
+             "--liveness", f"http://127.0.0.1:{port}/healthz",
+             *(["--verbose"] if self.verbose else ["--log-level", "info"])],
             self.logfile, env=env)
         self.starts += 1
         processes.wait_until(lambda: _ok(f"http://127.0.0.1:{port}/healthz"), timeout, "operator liveness",
