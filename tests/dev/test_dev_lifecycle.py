@@ -187,7 +187,7 @@ def test_a_pipeline_and_a_katib_search_run_before_the_final_training_for_real(tm
 
         api = client.CustomObjectsApi(config.new_client_from_config(config_file=kubeconfig))
         status = api.get_namespaced_custom_object(*TD[:2], "default", TD[2], "churn-search")["status"]
-        assert status["pipeline"]["state"] == "Succeeded", status["pipeline"]
+        assert status["pipeline"]["state"] == "SUCCEEDED", status["pipeline"]  # as KFP names it
         experiment = api.get_namespaced_custom_object("kubeflow.org", "v1beta1", "default", "experiments",
                                                       status["tuning"]["experimentName"])
         assert experiment["status"]["trials"] == 4 and experiment["status"].get("trialsSucceeded") == 4
