@@ -12,6 +12,8 @@ import logging
 
 from kubernetes import client, watch
 
+from traindeploy.dev.status import kserve as kserve_status
+
 log = logging.getLogger(__name__)
 
 
@@ -128,24 +130,13 @@ class KnativePlayer:
             if (isvc["metadata"].get("annotations") or {}).get("serving.kserve.io/enable-tag-routing") == "true":
                 traffic[0].update({"tag": "latest",
                                    "url": f"http://latest-{self.name}-predictor.{self.namespace}.example.com"})
-        state = "True" if self.ready else "Unknown"
-        t = _now()
-        components = {"url": f"http://{self.name}-predictor.{self.namespace}.example.com",
-                      "latestCreatedRevision": latest, "latestReadyRevision": latest if self.ready else None,
-                      "latestRolledoutRevision": self.rolled_out, "traffic": traffic}
-        if self.previous_rolled_out:
-            components["previousRolledoutRevision"] = self.previous_rolled_out
-        status = {
-            "deploymentMode": "Knative", "url": url, "observedGeneration": isvc["metadata"]["generation"],
-            "address": {"url": f"http://{self.name}.{self.namespace}.svc.cluster.local"},
-            "components": {"predictor": {k: v for k, v in components.items() if v is not None}},
-            "conditions": [{"type": t_, "status": state, "lastTransitionTime": t} for t_ in
-                           ("IngressReady", "LatestDeploymentReady", "PredictorConfigurationReady", "PredictorReady",
-                            "PredictorRouteReady", "Ready", "RoutesReady")],
-            "modelStatus": {"transitionStatus": "UpToDate" if self.ready else "InProgress",
-                            "states": {"activeModelState": "Loaded" if self.ready else "Pending",
-                                       "targetModelState": "Loaded"}},
-        }
+        # The status itself is written by the builder `traindeploy dev`'s executor uses.
+        revisions = kserve_status.Revisions(latest_created=latest, latest_ready=latest if self.ready else None,
+                                            rolled_out=self.rolled_out, previous_rolled_out=self.previous_rolled_out)
+        predictor_url = f"http://{self.name}-predictor.{self.namespace}.example.com"
+        status = kserve_status.knative(url=url, predictor_url=predictor_url, revisions=revisions, traffic=traffic if self.ready else [],
+                                       observed_generation=isvc["metadata"]["generation"],
+                                       address=f"http://{self.name}.{self.namespace}.svc.cluster.local")
         self.api.patch_namespaced_custom_object_status("serving.kserve.io", "v1beta1", self.namespace,
                                                        "inferenceservices", self.name, {"status": status})
 

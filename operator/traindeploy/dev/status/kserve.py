@@ -86,8 +86,9 @@ def _conditions(ready: str, reason: str | None, message: str | None, ingress: bo
 
 
 def knative(*, url: str, predictor_url: str, revisions: Revisions, traffic: list[dict], observed_generation: int,
-            failure: str | None = None, at: str | None = None) -> dict:
-    """The whole status. `failure` is the message of a latest revision that failed to load."""
+            failure: str | None = None, at: str | None = None, address: str | None = None) -> dict:
+    """The whole status. `failure` is the message of a latest revision that failed to load;
+    `address` is the in-cluster URL (default: `url`)."""
     at = at or now()
     up_to_date = revisions.latest_ready == revisions.latest_created
     # Ready copies the ksvc's, which follows the newest revision: False when it failed (the old
@@ -115,5 +116,5 @@ def knative(*, url: str, predictor_url: str, revisions: Revisions, traffic: list
               "components": {"predictor": {k: v for k, v in predictor.items() if v not in (None, "")}},
               "modelStatus": model}
     if traffic:
-        status.update({"url": url, "address": {"url": url}})
+        status.update({"url": url, "address": {"url": address or url}})
     return status
