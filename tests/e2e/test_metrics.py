@@ -37,7 +37,9 @@ def test_a_lifecycle_is_counted_on_the_metrics_endpoint(api_client, namespace, p
     with KnativePlayer(api_client, namespace, "churn"):
         create(api_client, namespace, body)
         players.wait_td("churn", lambda td: (td.get("status", {}).get("pipeline") or {}).get("runId"))
-        during = operator.scrape()
+        # The gauge is set once the status write has returned, a moment after the watch shows it.
+        during = wait_for(operator.scrape, lambda s: series(s, "traindeploy_traindeploys"), timeout=10,
+                          what="the phase gauge")
         assert series(during, "traindeploy_traindeploys") == {(("phase", "PipelineRunning"),): 1.0}
         assert value(during, "traindeploy_stage_transitions_total", stage="pipeline", outcome="started") == 1
         assert value(during, "traindeploy_stage_duration_seconds_count", stage="pipeline", outcome="succeeded") == 0

@@ -74,9 +74,13 @@ def knative_status(isvc: dict) -> dict:
     revision = f"churn-predictor-{isvc['metadata']['generation']:05d}"
     traffic = [{"revisionName": revision, "latestRevision": True, "percent": 100}]
     if percent is not None and percent < 100:
+        # Tagged targets get a URL of their own; `latest` is tagged with tag routing enabled.
         traffic = [{**traffic[0], "percent": percent}, {"revisionName": "churn-predictor-00001",
                                                        "latestRevision": False, "tag": "prev",
-                                                       "percent": 100 - percent}]
+                                                       "percent": 100 - percent,
+                                                       "url": "http://prev-churn-predictor.example.com"}]
+        if (isvc["metadata"].get("annotations") or {}).get("serving.kserve.io/enable-tag-routing") == "true":
+            traffic[0].update({"tag": "latest", "url": "http://latest-churn-predictor.example.com"})
     return {"url": "http://churn.example.com", "conditions": [
         {"type": "Ready", "status": "True", "lastTransitionTime": "2026-12-01T00:00:00Z"}],
         "components": {"predictor": {"latestCreatedRevision": revision, "latestReadyRevision": revision,
