@@ -153,6 +153,15 @@ class Doubler(mlflow.pyfunc.PythonModel):
         return [2 * value for value in model_input]
 
 
+def assert_trained_and_registered_once(mlflow_url: str, td: dict, model_name: str) -> None:
+    """Nothing made twice in MLflow: one run tagged with the TrainDeploy's uid, one model version."""
+    registry = mlflow.MlflowClient(mlflow_url)
+    runs = registry.search_runs([td["status"]["training"]["mlflowExperimentId"]],
+                                filter_string=f"tags.`traindeploy.io/uid` = '{td['metadata']['uid']}'")
+    assert len(runs) == 1
+    assert [v.version for v in registry.search_model_versions(f"name='{model_name}'")] == ["1"]
+
+
 def train_into_run(job: dict, metrics: dict[str, float], log_model: bool = True) -> str:
     """Plays the trainer: uses the MLflow variables the operator injected into the job."""
     env = {item["name"]: item.get("value") for item in _containers(job)[0].get("env", [])}

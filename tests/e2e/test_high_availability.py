@@ -10,11 +10,10 @@ import threading
 import time
 
 from kubernetes import client
-from mlflow import MlflowClient
 
 from e2e import manifests
 from e2e.operator_process import OperatorProcess
-from e2e.players import train_into_run, wait_for
+from e2e.players import assert_trained_and_registered_once, train_into_run, wait_for
 from e2e.test_lifecycle import _phase, create
 
 ELECTION = {"TRAINDEPLOY_LEADER_ELECTION": "true", "TRAINDEPLOY_LEASE_DURATION": "4",
@@ -108,11 +107,7 @@ def test_standby_takes_over_a_killed_leader_and_creates_nothing_twice(
     jobs = players.list("kubeflow.org", "v1", "pytorchjobs")
     assert [j["metadata"]["uid"] for j in jobs] == [job["metadata"]["uid"]]  # the same job: not made again
     assert len(players.list("serving.kserve.io", "v1beta1", "inferenceservices")) == 1
-    registry = MlflowClient(mlflow_server.url)
-    runs = registry.search_runs([td["status"]["training"]["mlflowExperimentId"]],
-                                filter_string=f"tags.`traindeploy.io/uid` = '{td['metadata']['uid']}'")
-    assert len(runs) == 1
-    assert [v.version for v in registry.search_model_versions(f"name='{model_name}'")] == ["1"]
+    assert_trained_and_registered_once(mlflow_server.url, td, model_name)
     created = [e.message for e in client.CoreV1Api(api_client).list_namespaced_event(
         namespace, field_selector="involvedObject.name=churn").items if e.reason == "Created"]
     # No Created Event twice (the killed replica may not have posted its own before it died).

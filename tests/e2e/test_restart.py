@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import time
 
-from mlflow import MlflowClient
 
 from e2e import manifests
-from e2e.players import train_into_run
+from e2e.players import assert_trained_and_registered_once, train_into_run
 from e2e.test_full_path import only_run, pipeline_config_map
 from e2e.test_lifecycle import _condition, _phase, create
 from harness.kfp_fake import KfpFake
@@ -67,11 +66,7 @@ def test_restarts_create_nothing_twice(api_client, namespace, players, operator,
     assert len(players.list("kubeflow.org", "v1beta1", "experiments")) == 1
     assert len(players.list("kubeflow.org", "v1", "pytorchjobs")) == 1
     assert len(players.list("serving.kserve.io", "v1beta1", "inferenceservices")) == 1
-    registry = MlflowClient(mlflow_server.url)
-    runs = registry.search_runs([td["status"]["training"]["mlflowExperimentId"]],
-                                filter_string=f"tags.`traindeploy.io/uid` = '{td['metadata']['uid']}'")
-    assert len(runs) == 1
-    assert [v.version for v in registry.search_model_versions(f"name='{model_name}'")] == ["1"]
+    assert_trained_and_registered_once(mlflow_server.url, td, model_name)
     after = players.td("churn")
     assert after["status"] == td["status"], "a restart after Ready rewrote the status"
     assert _condition(after, "Ready")["status"] == "True"

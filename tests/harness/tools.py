@@ -8,7 +8,6 @@ warm machine skips the work and a changed `go.sum` or package version builds afr
 from __future__ import annotations
 
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import json
