@@ -393,14 +393,15 @@ class ScriptLauncher:
         self.most_at_once = 0
         self._lock = threading.Lock()
 
-    def __call__(self, trial: TrialLaunch) -> subprocess.Popen:
+    def __call__(self, trial: TrialLaunch, mode: str | None = None) -> subprocess.Popen:
+        # `mode` per call: searches launch from their own threads, so a shared attribute would race.
         with self._lock:
             running = sum(1 for _, process in self.started if process.poll() is None)
             self.most_at_once = max(self.most_at_once, running + 1)
             with open(trial.log_path, "wb") as log:
                 process = subprocess.Popen(
                     [sys.executable, str(self.script), *trial.container.get("args", [])], stdout=log,
-                    stderr=subprocess.STDOUT, env={**os.environ, **trial.env, "TRIAL_MODE": self.mode},
+                    stderr=subprocess.STDOUT, env={**os.environ, **trial.env, "TRIAL_MODE": mode or self.mode},
                     start_new_session=True)
             self.started.append((trial, process))
             return process
@@ -471,8 +472,7 @@ def test_the_goal_ends_a_minimizing_search_early_and_failures_fail_it(api_client
         experiment_name = trial.name.rsplit("-", 1)[0]
         if experiment_name == "refused":
             raise LookupError(f"no local code for {trial.container['image']}")
-        launcher.mode = modes[experiment_name]
-        return launcher(trial)
+        return launcher(trial, mode=modes[experiment_name])
 
     with KatibExecutor(api_client, namespace, launch, tmp_path / "work", poll_interval=0.05, watch_timeout=1):
         goal = wait_experiment(api_client, namespace, "goal", completed)

@@ -150,13 +150,15 @@ def test_failed_prometheus_check_rolls_back(api_client, namespace, players, oper
     with Prometheus(0.2) as prometheus, KnativePlayer(api_client, namespace, "churn") as kserve:
         body = canary_td(model_name, "Knative", analysis={"prometheus": {"url": prometheus.url, "queries": [
             {"name": "error-rate", "max": 0.05,
-             "query": 'sum(rate(errors{namespace="${namespace}",service="${canary}"}[1m]))'}]}})
+             "query": 'sum(rate(errors{namespace="${namespace}",revision_name="${canary}"}[1m]))'}]}})
         serve_first_version(api_client, namespace, players, body)
         retrain(api_client, namespace, players, "r1", "churn-g1r1-train")
         td = players.wait_td("churn", _phase("Failed"), timeout=60, what="rollback")
     _assert_rolled_back(td, mlflow_server, model_name, "error-rate=0.2 is above the maximum 0.05")
     assert kserve.percent_sequence()[-2:] == [10, 0]  # KServe's rollback: 0% to the latest revision
-    assert prometheus.queries[0] == f'sum(rate(errors{{namespace="{namespace}",service="churn-predictor"}}[1m]))'
+    # The canary's own revision (the first version is revision 1), not the Service both share.
+    assert prometheus.queries[0] == \
+        f'sum(rate(errors{{namespace="{namespace}",revision_name="churn-predictor-00002"}}[1m]))'
 
 
 def test_canary_not_ready_in_time_rolls_back(api_client, namespace, players, operator, mlflow_server, model_name):

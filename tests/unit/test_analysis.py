@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import requests
 
 from e2e.http_stubs import ModelServer, Prometheus
 from traindeploy.serving import analysis
+from traindeploy.serving.state import KNATIVE, STANDARD, Serving
 
 QUERY = {"name": "error-rate", "query": 'rate(errors{ns="${namespace}"}[1m])', "max": 0.05}
 
@@ -53,3 +56,26 @@ def test_prometheus_that_is_down_fails_the_check(session):
         url = prometheus.url
     passed, message = analysis.prometheus(url, [QUERY], {}, session, timeout=1)
     assert not passed and "query failed" in message
+
+
+def _serving(mode: str, stable: dict | None, prometheus_url: str, session) -> Serving:
+    """A Serving whose pass carries only what analysis reads."""
+    env = SimpleNamespace(http=session, config=SimpleNamespace(prometheus_url=prometheus_url, http_timeout=5))
+    p = SimpleNamespace(name="churn", namespace="ml", env=env)
+    spec = {"canary": {"analysis": {"prometheus": {"queries": [
+        {"name": "errors", "query": 'sum(rate(revision_request_count{revision_name="${canary}"}[1m]))', "max": 1}]}}}}
+    return Serving(p, spec, {}, "churn", mode, False, stable)
+
+
+@pytest.mark.parametrize(("mode", "stable", "canary"), [
+    # Knative labels its metrics by revision; the predictor Service is both revisions'.
+    (KNATIVE, {"status": {"components": {"predictor": {"latestCreatedRevision": "churn-predictor-00002",
+                                                       "latestReadyRevision": "churn-predictor-00002"}}}},
+     "churn-predictor-00002"),
+    (STANDARD, None, "churn-canary-predictor"),
+])
+def test_prometheus_canary_variable_names_the_canary_alone(session, mode, stable, canary):
+    with Prometheus(0.0) as prometheus:
+        passed, _ = analysis.analyse(_serving(mode, stable, prometheus.url, session), None, "3")
+    assert passed
+    assert prometheus.queries == [f'sum(rate(revision_request_count{{revision_name="{canary}"}}[1m]))']

@@ -150,9 +150,13 @@ def knative_fully_promoted(isvc: dict) -> bool:
 
 
 def canary_predictor(s: Serving) -> str:
-    """The predictor Service that Prometheus queries name as `$canary`."""
+    """What Prometheus queries name as `${canary}`: in Knative mode the canary's own revision
+    (Knative labels its metrics `revision_name`; the predictor Service is both revisions'), in
+    Standard mode the canary InferenceService's predictor Service."""
     if s.mode == KNATIVE:
-        return f"{s.name}-predictor"
+        # Analysis runs once the canary is ready: the latest created revision is the canary's.
+        revision = inferenceservice.predictor(s.stable or {}).get("latestCreatedRevision")
+        return revision or f"{s.name}-predictor"
     return httproute.predictor_service(s.canary_name)
 
 
