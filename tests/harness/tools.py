@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m harness.tools [--test-tiers]`: builds or finds everything and prints where it is.
 
     --test-tiers also installs what only some test tiers use (Lua for the Argo CD health checks,
-    the PyTorch and KFP SDK virtualenvs, KWOK and the Training Operator for the upstream tier), so
+    the PyTorch and KFP SDK virtualenvs, KWOK and the Training Operator for the upstream tier, the
+    tagged KServe and Trainer modules the version tests read), so
     that nothing is downloaded while tests run.
     """
     import argparse
@@ -230,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kfp SDK venv:  {trainer_env.pipelines_python()}")
         for build in UPSTREAM_BUILDS:
             print(f"{build.name + ':':<14} {go_bin_dir(build)}")
+        from harness import upstream_versions
+
+        print(f"releases:      {len(upstream_versions.download())} tagged modules for the version tests")
     print(f"ready in {time.monotonic() - started:.1f}s")
     return 0
 

@@ -1,7 +1,7 @@
 """KServe's deployment mode across versions (UPSTREAM.md, errata): v0.15 knows only the annotation
-values Serverless and RawDeployment and silently uses its default for any other; v0.16 and later
-know Knative and Standard too, rewrite the legacy values, and report the mode they use in
-status.deploymentMode. With no mode chosen, serving acts on the mode KServe resolved."""
+values Serverless and RawDeployment and silently uses its default for any other (v0.15.2 reports
+the mode it uses in status.deploymentMode, in those names; v0.15.0 reports none); v0.16 and later
+know Knative and Standard too, rewrite the legacy values, and report the mode in the new names. With no mode chosen, serving acts on the mode KServe resolved."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ def _admitted(annotation: str | None = None, status_mode: str | None = None) -> 
     ("v0.15 admitted the object and reports no mode", "Standard", _admitted("RawDeployment"), "RawDeployment"),
     ("v0.16+ rewrote the legacy value: keep what it holds", "Knative", _admitted("Knative"), "Knative"),
     ("v0.16+ reports status.deploymentMode: the new names", "Standard", _admitted(None, "Knative"), "Standard"),
+    ("v0.15.2 reports status.deploymentMode in the legacy names it alone knows", "Standard",
+     _admitted(None, "Serverless"), "RawDeployment"),
     ("held value of another mode is not kept", "Knative", _admitted("RawDeployment"), "Serverless"),
 ])
 def test_mode_annotation(reason, mode, evidence, expected):

@@ -56,13 +56,15 @@ def mode_annotation(mode: str, evidence: dict | None) -> str:
     """The annotation value for `mode` that the cluster's KServe understands and keeps. `evidence`
     is an InferenceService this cluster's KServe admitted (the stable one): a value it holds for
     the same mode is kept as it is (v0.16+ rewrite legacy values, and writing ours back would be a
-    patch every pass); one that reports status.deploymentMode is v0.16 or later and takes the new
-    names; otherwise the legacy name, which every version from v0.15 understands."""
+    patch every pass); one that reports status.deploymentMode in the new names is v0.16 or later
+    and takes them. v0.15.2 also reports status.deploymentMode, in the legacy names it alone knows
+    (controller.go @ v0.15.2; v0.15.0 reports none), so a legacy name there, or no evidence, gets
+    the legacy name, which every version from v0.15 understands."""
     if evidence is not None:
         held = (evidence["metadata"].get("annotations") or {}).get(DEPLOYMENT_MODE_ANNOTATION)
         if held and normal_mode(held) == mode:
             return held
-        if (evidence.get("status") or {}).get("deploymentMode"):
+        if (evidence.get("status") or {}).get("deploymentMode") in DEPLOYMENT_MODES:
             return mode
     return LEGACY_MODE_VALUES[mode]
 DEFAULT_MODEL_FORMAT = "mlflow"
