@@ -1,6 +1,8 @@
 """Local HTTP servers on 127.0.0.1 for canary analysis: a stand-in for the canary's model server
 (the probe's target) and a server answering Prometheus' instant-query API
-(`GET /api/v1/query`, response shape as in Prometheus' HTTP API documentation)."""
+(`GET /api/v1/query`, response shape as in Prometheus' HTTP API documentation and
+prometheus/prometheus web/api/v1/api.go: the `status`/`data` envelope, a vector `result` of
+`[time, "value"]` samples)."""
 
 from __future__ import annotations
 

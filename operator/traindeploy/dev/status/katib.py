@@ -1,4 +1,6 @@
-"""Experiment status as Katib v0.19.0's experiment controller writes it (UPSTREAM.md §1.5).
+"""Experiment status as Katib v0.19.0's experiment controller writes it (UPSTREAM.md §1.5;
+kubeflow/katib pkg/controller.v1beta1/experiment/util/status_util.go and the condition setters in
+pkg/apis/controller/experiments/v1beta1/util.go @ v0.19.0).
 
 Pure builders, shared by the dev executor (`traindeploy.dev.katib`) and the test stand-in
 (`tests/e2e/players.py`):
