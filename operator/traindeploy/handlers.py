@@ -20,7 +20,7 @@ import kopf
 from traindeploy import GROUP, PLURAL, VERSION, cycle, metrics, naming, telemetry
 from traindeploy.config import OperatorConfig
 from traindeploy.context import Pass
-from traindeploy.kube import Conflict, Kube, KubeError
+from traindeploy.kube import Conflict, Kube, KubeError, slim
 from traindeploy.reconciler import CHILD_KINDS, TRAINDEPLOY, Environment, Outcome, reconcile
 from traindeploy.results import Problem
 
@@ -85,9 +85,13 @@ def login(**kwargs):
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=60)
 async def reconcile_loop(body: kopf.Body, uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo,
-                         logger: kopf.Logger, **_) -> None:
+                         logger: kopf.Logger, **kwargs) -> None:
     loop = _loops.setdefault(uid, _Loop())
     env: Environment = memo.env
+    if not env.kube.watched:
+        # kopf hands its indexes to handlers only; the same live objects serve every pass.
+        for kind in CHILD_KINDS:
+            env.kube.read_watched(kind, kwargs[_index_id(kind)])
     try:
         if env.config.startup_spread > 0 and _up_to_date(body):
             # After a restart every daemon starts at once, in list order: those whose status is
@@ -211,7 +215,19 @@ async def _child_changed(body: kopf.Body, **_) -> None:
     _wake(naming.owner_uid(dict(body)))
 
 
+def _index_child(namespace: str, name: str, body: kopf.Body, **_) -> dict:
+    return {(namespace, name): slim(body)}
+
+
+def _index_id(kind) -> str:
+    return f"watched_{kind.plural}"
+
+
+# Each child kind is indexed as the watch delivers it, and passes read children from there, not
+# from the apiserver: kopf fills the indexes before any handler runs, then keeps them current.
 for _kind in CHILD_KINDS:
+    kopf.index(_kind.group, _kind.version, _kind.plural, id=_index_id(_kind),
+               labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})(_index_child)
     kopf.on.event(_kind.group, _kind.version, _kind.plural, id=f"wake-owner-of-{_kind.plural}",
                   labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})(_child_changed)
 

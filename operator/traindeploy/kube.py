@@ -16,9 +16,12 @@ object's `reason` and `details`, never by message text.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import urllib3
 from kubernetes import client
@@ -120,11 +123,41 @@ class Kind:
 CRD = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition")
 
 
+def slim(body: Mapping[str, Any]) -> dict:
+    """What the operator keeps of a watched object: all of it but `managedFields`, often the
+    larger part of an object and never read."""
+    kept = dict(body)
+    kept["metadata"] = {key: value for key, value in (body.get("metadata") or {}).items() if key != "managedFields"}
+    return kept
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient, timeout: float = 10.0) -> None:
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.timeout = timeout
+        # Kinds read from what the operator's watches delivered instead of from the apiserver:
+        # (group, plural) -> a mapping of (namespace, name) to the objects under that name.
+        self.watched: dict[tuple[str, str], Mapping] = {}
+
+    def read_watched(self, kind: Kind, indexed: Mapping) -> None:
+        """Reads of `kind` come from `indexed` from now on: a kopf index of our own children,
+        which kopf fills from the initial listing before any handler runs and keeps current
+        from the watch, so a name it lacks is one that does not exist (or whose creation the
+        watch has not delivered yet: `ensure` then meets AlreadyExists and reads the object)."""
+        self.watched[(kind.group, kind.plural)] = indexed
+
+    def _from_watch(self, kind: Kind, namespace: str, name: str) -> dict | None | bool:
+        """The watched object (a copy: callers may edit it), None when absent, False when `kind`
+        is not watched or the index changed while it was read (it is updated on the event loop)."""
+        indexed = self.watched.get((kind.group, kind.plural))
+        if indexed is None:
+            return False
+        try:
+            objects = indexed.get((namespace, name))
+            return copy.deepcopy(next(iter(objects))) if objects else None
+        except RuntimeError:
+            return False
 
     def _call(self, what: str, fn, *args, **kwargs):
         """One apiserver request, timed in `traindeploy_dependency_request_duration_seconds` with
@@ -141,6 +174,12 @@ class Kube:
                 raise KubeUnavailable(what, f"{type(error).__name__}: {error}") from None
 
     def get(self, kind: Kind, namespace: str, name: str) -> dict | None:
+        watched = self._from_watch(kind, namespace, name)
+        if watched is not False:
+            return watched
+        return self._get(kind, namespace, name)
+
+    def _get(self, kind: Kind, namespace: str, name: str) -> dict | None:
         try:
             return self._call(f"get {kind.kind} {namespace}/{name}", self.custom.get_namespaced_custom_object,
                               kind.group, kind.version, namespace, kind.plural, name)
@@ -183,8 +222,9 @@ class Kube:
                                      self.custom.create_namespaced_custom_object,
                                      kind.group, kind.version, namespace, kind.plural, without_nones(desired))
                 return created, "created"
-            except AlreadyExists:  # created concurrently, or by a run that died before recording it
-                existing = self.get(kind, namespace, name)
+            except AlreadyExists:  # created concurrently, by a run that died before recording it, or
+                # by ourselves a moment ago, before the watch delivered it: read the apiserver.
+                existing = self._get(kind, namespace, name)
                 if existing is None:
                     raise
                 return existing, "unchanged"

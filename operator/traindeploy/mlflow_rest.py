@@ -57,6 +57,13 @@ _CODE_FOR_STATUS = {
     409: "RESOURCE_CONFLICT",
 }
 
+# Error codes MLflow's server sends for a failure of its own store, not of the request: a locked
+# database is TEMPORARILY_UNAVAILABLE (HTTP 503), and every other SQLAlchemy error (a full
+# connection pool: "QueuePool limit ... reached") is BAD_REQUEST with HTTP 400
+# (mlflow/store/db/utils.py, `_get_managed_session_maker`). The tracking and registry endpoints the
+# operator calls raise BAD_REQUEST for nothing else, so a stated BAD_REQUEST is retried later.
+_STORE_FAILURE_CODES = frozenset({"TEMPORARILY_UNAVAILABLE", "BAD_REQUEST"})
+
 _LOGGED_MODEL_STATUS = {
     "LOGGED_MODEL_STATUS_UNSPECIFIED": "UNSPECIFIED",
     "LOGGED_MODEL_PENDING": "PENDING",
@@ -401,16 +408,18 @@ class MlflowRest:
                                      "is the tracking URI an MLflow server?",
                                      error_code="INVALID_RESPONSE", status=status)
             return payload
-        error_code, message = self._error_details(response)
+        error_code, message, stated = self._error_details(response)
         text = f"{method} {path}: HTTP {status} {error_code}" + (f": {message}" if message else "")
-        if status == 429 or status >= 500:
+        if status == 429 or status >= 500 or (stated and error_code in _STORE_FAILURE_CODES):
             raise MlflowUnavailable(text, retry_after=_retry_after(response))
         if status in (401, 403):
             raise MlflowUnauthorized(text, error_code=error_code, status=status)
         raise MlflowApiError(text, error_code=error_code, status=status)
 
     @staticmethod
-    def _error_details(response: requests.Response) -> tuple[str, str]:
+    def _error_details(response: requests.Response) -> tuple[str, str, bool]:
+        """The error code, the message, and whether the server stated the code (a body without
+        one, an HTML page from a proxy, gets the code MLflow's client assumes for the status)."""
         try:
             payload = response.json()
         except ValueError:
@@ -419,9 +428,9 @@ class MlflowRest:
             message = str(payload.get("message", ""))
             if len(message) > _MAX_MESSAGE:
                 message = message[:_MAX_MESSAGE] + "..."
-            return str(payload["error_code"]), message
+            return str(payload["error_code"]), message, True
         status = response.status_code
-        return _CODE_FOR_STATUS.get(status, "INTERNAL_ERROR" if status >= 500 else f"HTTP_{status}"), ""
+        return _CODE_FOR_STATUS.get(status, "INTERNAL_ERROR" if status >= 500 else f"HTTP_{status}"), "", False
 
     def _get(self, endpoint: str, **params: Any) -> dict[str, Any]:
         return self._request("GET", f"{API_PREFIX}/{endpoint}", params=params, read=True)
@@ -459,25 +468,26 @@ class MlflowRest:
 
     # --- experiments and runs ---
 
-    def get_or_create_experiment(self, name: str) -> str:
-        """Experiment id for `name`; safe when two reconciles create it at the same moment."""
+    def ensure_experiment(self, name: str) -> tuple[str, bool]:
+        """Experiment id for `name`, and whether this call created it (a new experiment holds no
+        runs to look for). Created first, read when it exists: a new TrainDeploy's experiment
+        never exists, so reading first would cost a request on every first cycle. Safe when two
+        reconciles create it at the same moment."""
+        try:
+            created = self._post("experiments/create", {"name": name})
+            return str(_field(created, "experiment_id", "experiments/create")), True
+        except MlflowApiError as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
         experiment = self._experiment_by_name(name)
         if experiment is None:
-            try:
-                created = self._post("experiments/create", {"name": name})
-                return str(_field(created, "experiment_id", "experiments/create"))
-            except MlflowApiError as exc:
-                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-            experiment = self._experiment_by_name(name)
-            if experiment is None:
-                raise MlflowApiError(f"experiment {name!r} exists but cannot be read",
-                                     error_code="RESOURCE_DOES_NOT_EXIST")
+            raise MlflowApiError(f"experiment {name!r} exists but cannot be read",
+                                 error_code="RESOURCE_DOES_NOT_EXIST")
         if experiment.get("lifecycle_stage") == "deleted":
             # A deleted experiment keeps its name; new runs in it are refused.
             raise MlflowApiError(f"experiment {name!r} is deleted; restore it or choose another name",
                                  error_code="INVALID_STATE")
-        return str(experiment["experiment_id"])
+        return str(experiment["experiment_id"]), False
 
     def _experiment_by_name(self, name: str) -> dict[str, Any] | None:
         try:
@@ -553,13 +563,8 @@ class MlflowRest:
     # --- registry ---
 
     def ensure_registered_model(self, name: str, description: str = "") -> None:
-        """Create the registered model unless it exists; concurrent creators both succeed."""
-        try:
-            self._get("registered-models/get", name=name)
-            return
-        except MlflowApiError as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
+        """Create the registered model unless it exists (one request either way); concurrent
+        creators both succeed."""
         body: dict[str, Any] = {"name": name}
         if description:
             body["description"] = description

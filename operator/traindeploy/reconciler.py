@@ -140,7 +140,9 @@ def _cycle_work_started(p: Pass) -> bool:
 
 
 def _transition_events(p: Pass) -> None:
-    """One Event per stage condition that changed status or reason, and one when Ready."""
+    """One Event per stage condition that changed status or reason, and one when Ready; none for
+    a stage going in progress (its condition says so, the `Created` Event of its child tells
+    the step, and its outcome follows as an Event of its own)."""
     before = {c["type"]: c for c in p.old.get("conditions") or []}
     for after in p.status["conditions"]:
         previous = before.get(after["type"])
@@ -150,6 +152,8 @@ def _transition_events(p: Pass) -> None:
             if after["status"] == cond.TRUE:
                 p.event("Normal", after["reason"], after["message"])
             continue  # failures and waits are told by the stage conditions
-        trouble = after["status"] == cond.FALSE or (
-            after["status"] == cond.UNKNOWN and after["reason"] not in IN_PROGRESS_REASONS)
+        in_progress = after["status"] == cond.UNKNOWN and after["reason"] in IN_PROGRESS_REASONS
+        if in_progress:
+            continue
+        trouble = after["status"] == cond.FALSE or after["status"] == cond.UNKNOWN
         p.event("Warning" if trouble else "Normal", after["reason"], after["message"])

@@ -70,7 +70,7 @@ def tracking(mlflow_server, monkeypatch) -> MlflowClient:
 def trained(mlflow_server) -> TrainedRun:
     """A finished run with metrics and one READY logged model, shared read-only by a module."""
     client = MlflowRest(mlflow_server.url)
-    experiment_id = client.get_or_create_experiment(unique("traindeploy/tests/trained"))
+    experiment_id = client.ensure_experiment(unique("traindeploy/tests/trained"))[0]
     run = client.create_run(experiment_id, "cycle-1", {"traindeploy.io/uid": unique("uid")})
     tracking = MlflowClient(mlflow_server.url)
     tracking.log_metric(run["run_id"], "accuracy", 0.71, step=0)

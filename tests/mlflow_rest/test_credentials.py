@@ -51,7 +51,7 @@ def test_nothing_leaks_against_the_real_server(mlflow_server, all_logs):
     # The server runs without auth and ignores the header; the point is what we print.
     for credentials in (Credentials(token=TOKEN), Credentials(username="robot", password=PASSWORD)):
         with MlflowRest(mlflow_server.url, credentials) as client:
-            experiment_id = client.get_or_create_experiment(unique("traindeploy/ns/creds"))
+            experiment_id = client.ensure_experiment(unique("traindeploy/ns/creds"))[0]
             run = client.create_run(experiment_id, "cycle-1", {"traindeploy.io/uid": "u"})
             assert client.find_run(experiment_id, {"traindeploy.io/uid": "u"})["run_id"] == run["run_id"]
             assert client.health()

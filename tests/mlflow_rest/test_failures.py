@@ -144,3 +144,19 @@ def test_real_server_api_errors(rest, mlflow_server, make_client):
 
 def test_real_server_health(rest):
     assert rest.health() is True
+
+
+def test_a_store_failure_stated_as_bad_request_is_unavailable(stub, make_client):
+    """MLflow's SQL store answers a full connection pool with BAD_REQUEST (HTTP 400): a failure
+    of the server, retried like any outage; a 400 that states no code stays a refusal."""
+    stub.reply(Reply(400, {"error_code": "BAD_REQUEST", "message": "(sqlalchemy.exc.TimeoutError) QueuePool limit"}),
+               Reply(200, RUN_JSON))
+    client = make_client(stub.url, retries=1, backoff=0.05)
+    assert client.get_run("r1")["run_id"] == "r1"
+    stub.reply(Reply(400, {"error_code": "BAD_REQUEST"}))
+    with pytest.raises(MlflowUnavailable):
+        client.create_run("1", "cycle-1", {})
+    stub.reply(Reply(400, "<html>bad request</html>"))
+    with pytest.raises(MlflowApiError) as refused:
+        client.create_run("1", "cycle-1", {})
+    assert not isinstance(refused.value, MlflowUnavailable)

@@ -16,8 +16,9 @@ from .conftest import log_model_in_run, unique
 
 def test_experiment_get_or_create_is_idempotent(rest):
     name = unique("traindeploy/ns/exp")
-    first = rest.get_or_create_experiment(name)
-    assert rest.get_or_create_experiment(name) == first
+    first, created = rest.ensure_experiment(name)
+    assert created
+    assert rest.ensure_experiment(name) == (first, False)  # found: the caller then looks for its run
     assert MlflowClient(rest.base_url).get_experiment_by_name(name).experiment_id == first
 
 
@@ -29,7 +30,7 @@ def test_experiment_creation_race_gives_one_experiment(mlflow_server):
     def create() -> None:
         with MlflowRest(mlflow_server.url) as client:
             try:
-                ids.append(client.get_or_create_experiment(name))
+                ids.append(client.ensure_experiment(name)[0])
             except BaseException as exc:   # surfaced below
                 errors.append(exc)
 
@@ -44,16 +45,16 @@ def test_experiment_creation_race_gives_one_experiment(mlflow_server):
 
 def test_deleted_experiment_is_reported_not_reused(rest, tracking):
     name = unique("traindeploy/ns/deleted")
-    tracking.delete_experiment(rest.get_or_create_experiment(name))
+    tracking.delete_experiment(rest.ensure_experiment(name)[0])
     with pytest.raises(MlflowApiError) as caught:
-        rest.get_or_create_experiment(name)
+        rest.ensure_experiment(name)[0]
     assert caught.value.error_code == "INVALID_STATE"
 
 
 def _reconcile(url: str, experiment: str, uid: str, cycle: str) -> str:
     """What a fresh operator process does: find the cycle's run, or create it."""
     with MlflowRest(url) as client:
-        experiment_id = client.get_or_create_experiment(experiment)
+        experiment_id = client.ensure_experiment(experiment)[0]
         tags = {"traindeploy.io/uid": uid, "traindeploy.io/cycle": cycle}
         run = client.find_run(experiment_id, tags) or client.create_run(experiment_id, f"cycle-{cycle}", tags)
         return run["run_id"]
@@ -71,7 +72,7 @@ def test_two_restarts_find_the_same_run(mlflow_server, tracking):
 
 
 def test_find_run_needs_every_tag_and_prefers_the_oldest(rest):
-    experiment_id = rest.get_or_create_experiment(unique("traindeploy/ns/oldest"))
+    experiment_id = rest.ensure_experiment(unique("traindeploy/ns/oldest"))[0]
     tags = {"traindeploy.io/uid": "u-1", "traindeploy.io/cycle": "7"}
     older = rest.create_run(experiment_id, "a", tags)
     time.sleep(0.01)   # start_time has millisecond resolution
@@ -82,7 +83,7 @@ def test_find_run_needs_every_tag_and_prefers_the_oldest(rest):
 
 
 def test_find_run_skips_deleted_runs(rest, tracking):
-    experiment_id = rest.get_or_create_experiment(unique("traindeploy/ns/deletedrun"))
+    experiment_id = rest.ensure_experiment(unique("traindeploy/ns/deletedrun"))[0]
     tags = {"traindeploy.io/uid": unique("uid")}
     run = rest.create_run(experiment_id, "gone", tags)
     tracking.delete_run(run["run_id"])
@@ -90,7 +91,7 @@ def test_find_run_skips_deleted_runs(rest, tracking):
 
 
 def test_find_run_matches_values_that_cannot_be_quoted(rest):
-    experiment_id = rest.get_or_create_experiment(unique("traindeploy/ns/quotes"))
+    experiment_id = rest.ensure_experiment(unique("traindeploy/ns/quotes"))[0]
     awkward = {"team/owner": "it's \"ours\"", "path": "C:\\models\\"}
     run = rest.create_run(experiment_id, "awkward", awkward)
     rest.create_run(experiment_id, "decoy", {"team/owner": "it's", "path": "C:\\models\\"})
@@ -98,7 +99,7 @@ def test_find_run_matches_values_that_cannot_be_quoted(rest):
 
 
 def test_created_run_is_normalised(rest):
-    experiment_id = rest.get_or_create_experiment(unique("traindeploy/ns/created"))
+    experiment_id = rest.ensure_experiment(unique("traindeploy/ns/created"))[0]
     run = rest.create_run(experiment_id, "cycle-1", {"traindeploy.io/uid": "u"})
     assert run["status"] == "RUNNING"
     assert run["experiment_id"] == experiment_id
@@ -135,7 +136,7 @@ def test_logged_model_for_run_finds_the_model_files(rest, trained, mlflow_server
 
 
 def test_logged_model_for_run_prefers_ready_over_newer_pending(rest, tracking):
-    experiment_id = rest.get_or_create_experiment(unique("traindeploy/ns/ready"))
+    experiment_id = rest.ensure_experiment(unique("traindeploy/ns/ready"))[0]
     run = rest.create_run(experiment_id, "cycle-1", {})
     ready = tracking.create_logged_model(experiment_id, name="model", source_run_id=run["run_id"])
     tracking.finalize_logged_model(ready.model_id, "READY")
@@ -149,13 +150,13 @@ def test_logged_model_for_run_prefers_ready_over_newer_pending(rest, tracking):
 
 
 def test_logged_model_for_run_without_a_model_is_none(rest):
-    experiment_id = rest.get_or_create_experiment(unique("traindeploy/ns/nomodel"))
+    experiment_id = rest.ensure_experiment(unique("traindeploy/ns/nomodel"))[0]
     run = rest.create_run(experiment_id, "cycle-1", {})
     assert rest.logged_model_for_run(run) is None
 
 
 def test_logged_model_for_a_second_model_name(rest, tracking, mlflow_server):
-    experiment_id = rest.get_or_create_experiment(unique("traindeploy/ns/names"))
+    experiment_id = rest.ensure_experiment(unique("traindeploy/ns/names"))[0]
     run = rest.create_run(experiment_id, "cycle-1", {})
     tokenizer = tracking.create_logged_model(experiment_id, name="tokenizer", source_run_id=run["run_id"])
     tokenizer_id = tokenizer.model_id

@@ -43,7 +43,7 @@ def operator_run(mlflow_server) -> dict:
     """An experiment and a RUNNING run made the way the operator makes them before training."""
     rest = MlflowRest(mlflow_server.url)
     experiment_name = f"traindeploy-t-{secrets.token_hex(4)}-churn"
-    experiment_id = rest.get_or_create_experiment(experiment_name)
+    experiment_id = rest.ensure_experiment(experiment_name)[0]
     run = rest.create_run(experiment_id, "churn-g1-train", {"traindeploy.io/uid": secrets.token_hex(8)})
     yield {"experiment_name": experiment_name, "experiment_id": experiment_id, "run_id": run["run_id"],
            "env": {"MLFLOW_TRACKING_URI": mlflow_server.url, "MLFLOW_EXPERIMENT_NAME": experiment_name,

@@ -189,9 +189,10 @@ class FakeMlflow:
         if self.unauthorized:
             raise MlflowUnauthorized(f"{name}: HTTP 401 UNAUTHENTICATED", error_code="UNAUTHENTICATED", status=401)
 
-    def get_or_create_experiment(self, name):
-        self._call("get_or_create_experiment")
-        return self.experiments.setdefault(name, str(len(self.experiments) + 1))
+    def ensure_experiment(self, name):
+        self._call("ensure_experiment")
+        new = name not in self.experiments
+        return self.experiments.setdefault(name, str(len(self.experiments) + 1)), new
 
     def find_run(self, experiment_id, tags):
         self._call("find_run")
@@ -224,8 +225,13 @@ class FakeMlflow:
 
     def find_model_version(self, name, tags):
         self._call("find_model_version")
-        return next((v for v in self.versions.get(name, []) if all(v["tags"].get(k) == val for k, val in tags.items())),
-                    None)
+        found = next((v for v in self.versions.get(name, []) if all(v["tags"].get(k) == val for k, val in tags.items())),
+                     None)
+        if found is None:
+            return None
+        # As the real client: found by a get, which carries the version's aliases.
+        return {**found, "aliases": [alias for (model, alias), version in self.aliases.items()
+                                     if model == name and version == found["version"]]}
 
     def create_model_version(self, name, source, run_id, *, model_id, tags, description=""):
         self._call("create_model_version")

@@ -259,10 +259,13 @@ def test_registration(reason, logged, version_status, model_status, expected, ex
     if expected is Done:
         assert outcome.status["model"]["storageUri"] == "s3://models/churn-model/1"
         assert mlflow.aliases[("churn-model", "challenger")] == "1"
+        mlflow.calls.clear()
         again = run_stage(registration.STAGE, traindeploy(status=outcome.status), env)
         assert isinstance(again.result, Done) and len(mlflow.versions["churn-model"]) == 1, "found again by tags"
+        # Found with its aliases: the challenger alias is not set again, nor read.
+        assert mlflow.calls == ["find_model_version", "download_uri"]
     if model_status != "READY":
-        assert not mlflow.versions["churn-model"], "nothing registered from a model that is not READY"
+        assert not mlflow.versions.get("churn-model"), "nothing registered from a model that is not READY"
 
 
 # -- tuning -----------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ def run(p: Pass) -> Result:
     model_name = p.spec["model"]["name"]
     run_id = p.status["training"]["mlflowRunId"]
     model = p.status.setdefault("model", {"name": model_name})
-    version = p.mlflow(lambda client: _find_version(p, client, model_name))
+    # A registered model that does not exist has no versions: the search finds none, and the
+    # model is created just before its first version.
+    version = p.mlflow(lambda client: client.find_model_version(model_name, p.identity_tags()))
     if version is None:
         logged = p.mlflow(lambda client: client.logged_model_for_run(client.get_run(run_id)))
         if logged is None:
@@ -37,7 +39,8 @@ def run(p: Pass) -> Result:
         return Fail("RegistrationFailed", f"MLflow could not register {model_name} version {version['version']}.")
     if version.get("status") != "READY":
         return Wait(f"{model_name} version {version['version']} is {version.get('status')}.", POLL)
-    p.mlflow(lambda client: move_alias(client, model_name, ALIAS_CHALLENGER, version["version"]))
+    if ALIAS_CHALLENGER not in version.get("aliases", ()):  # a found version carries its aliases
+        p.mlflow(lambda client: client.set_alias(model_name, ALIAS_CHALLENGER, version["version"]))
     storage = storage_uri(p, model_name, version["version"])
     if isinstance(storage, Fail):
         return storage
@@ -59,12 +62,8 @@ def storage_uri(p: Pass, model_name: str, version: str) -> str | Fail:
     return storage
 
 
-def _find_version(p: Pass, client, model_name: str) -> dict | None:
-    client.ensure_registered_model(model_name)
-    return client.find_model_version(model_name, p.identity_tags())
-
-
 def _create_version(p: Pass, client, model_name: str, run_id: str, logged: dict) -> dict:
+    client.ensure_registered_model(model_name)
     version = client.create_model_version(
         model_name, f"models:/{logged['model_id']}", run_id, model_id=logged["model_id"], tags=p.lineage_tags(),
         description=f"Trained by TrainDeploy {p.namespace}/{p.name}, cycle {p.cycle}.")

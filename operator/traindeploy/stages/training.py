@@ -51,8 +51,8 @@ def run(p: Pass) -> Result:
 
 def _find_or_create_run(p: Pass, client) -> tuple[str, str]:
     _, experiment_name, _ = p.mlflow_settings()
-    experiment_id = client.get_or_create_experiment(experiment_name)
-    found = client.find_run(experiment_id, p.identity_tags())
+    experiment_id, new = client.ensure_experiment(experiment_name)
+    found = None if new else client.find_run(experiment_id, p.identity_tags())
     if found is None:
         found = client.create_run(experiment_id, f"{p.name}-{p.cycle}", p.lineage_tags())
     return experiment_id, found.get("run_id") or (found.get("info") or {}).get("run_id")
