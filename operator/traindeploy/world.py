@@ -31,7 +31,9 @@ def rebuild(p: Pass) -> None:
     """Fills in what status lost from what exists. Cheap when nothing was lost."""
     if not p.status.get("cycle"):
         _rebuild_cycle(p)
-    if not (p.status.get("serving") or {}).get("modelVersion") and p.spec.get("serving") is not None:
+    # Only a status that lost its serving record entirely: during the first rollout the record
+    # exists without a version, and reading MLflow's champion then would cost a request per pass.
+    if not p.status.get("serving") and p.spec.get("serving") is not None:
         _rebuild_serving(p)
 
 
