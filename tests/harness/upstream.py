@@ -146,7 +146,7 @@ class Kwok(processes.LocalServer):
         env = {"HOME": str(self.workdir), "PATH": "/usr/bin:/bin"}
         proc = processes.start(argv, self.logfile, env=env)
         self._procs.append(proc)
-        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), timeout,
+        processes.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout,
                              "kwok /healthz", proc, self.logfile)
 
 
@@ -218,12 +218,7 @@ class TrainingOperator(processes.LocalServer):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cp.install_crds(*self.crd_files)
         certs = self.workdir / "certs"
-        certs.mkdir(exist_ok=True)
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
-                        "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", str(certs / "tls.key"), "-out", str(certs / "tls.crt")],
-                       check=True, capture_output=True)
+        self_signed_certificate(certs)
         webhook_port, probe_port = processes.free_port(), processes.free_port()
         argv = [str(self.bin_dir / "training-operator"),
                 *(f"--enable-scheme={scheme}" for scheme in self.schemes),
@@ -235,7 +230,7 @@ class TrainingOperator(processes.LocalServer):
         env = {"KUBECONFIG": str(self.cp.kubeconfig), "HOME": str(self.workdir), "PATH": "/usr/bin:/bin"}
         proc = processes.start(argv, self.logfile, env=env)
         self._procs.append(proc)
-        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
+        processes.wait_until(lambda: http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
                              "training-operator /readyz", proc, self.logfile)
         self._register_webhook(webhook_port, (certs / "tls.crt").read_bytes())
 
@@ -282,7 +277,17 @@ class TrainingOperator(processes.LocalServer):
                             "--ignore-not-found", check=False, timeout=30)
 
 
-def _http_ok(url: str) -> bool:
+def self_signed_certificate(directory: Path) -> None:
+    """`tls.crt` and `tls.key` for a webhook server on 127.0.0.1; the certificate is its own CA."""
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                    "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(directory / "tls.key"), "-out", str(directory / "tls.crt")],
+                   check=True, capture_output=True)
+
+
+def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.status == 200
 
