@@ -38,6 +38,9 @@ TRAINING_OPERATOR_MODULE_PATH = "github.com/kubeflow/training-operator"
 
 # The node lifecycle controller lifts the not-ready taint the apiserver puts on every new Node
 # (admission plugin TaintNodesByCondition) once KWOK reports it Ready, as on a real cluster.
+# No deployment or replicaset controller, on purpose: Katib's suggestion Deployments (images that
+# cannot run here) stay unavailable, so its suggestion controller never dials their Services
+# (harness.upstream_katib).
 UPSTREAM_KCM_CONTROLLERS = ("garbage-collector-controller,namespace-controller,"
                             "node-lifecycle-controller")
 
@@ -306,12 +309,13 @@ def wait_for(read, predicate=bool, timeout: float = 60.0, what: str = "condition
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m harness.upstream up`: the upstream tier's cluster (control plane with
-    kube-scheduler, KWOK with two 8-GPU nodes, the Training Operator) until interrupted."""
+    kube-scheduler, KWOK with two 8-GPU nodes, the Training Operator, Katib) until interrupted."""
     import argparse
     import signal
     import threading
 
     from harness.paths import OUR_CRDS
+    from harness.upstream_katib import Katib
 
     parser = argparse.ArgumentParser(prog="python -m harness.upstream")
     parser.add_argument("command", choices=["up"])
@@ -331,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 kwok.add_node(name, gpus=8)
             kwok.wait_nodes_ready(names)
-            with TrainingOperator(cp, workdir=workdir / "training-operator"):
+            with TrainingOperator(cp, workdir=workdir / "training-operator"), Katib(cp, workdir=workdir / "katib"):
                 print(f"logs in {workdir}", flush=True)
                 print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
                 stopping.wait()
