@@ -12,7 +12,8 @@ controller and webhooks (harness.upstream_katib).
   here: without the deployment controller the suggestion Deployment never becomes available, so
   the Suggestion stays `DeploymentReady=False`, no Trial is created, and the Experiment stays in
   the state it reaches first. That state is compared with the fast stand-in's
-  (traindeploy.dev.status.katib.created), field by field and by our reader's verdict.
+  (traindeploy.dev.status.katib.created), field by field and by our reader's verdict. The pod
+  webhook is registered too but acts only on the pods of Trials' jobs, so nothing here reaches it.
 - Refusals: what the operator refuses before creating an Experiment, sent to the real webhook
   anyway: those Katib's webhook refuses too, and those only Katib's suggestion services would
   refuse (the webhook admits them; the user would only see "Suggestion has failed"), which is
@@ -36,14 +37,14 @@ from harness.upstream import wait_for
 from harness.upstream_katib import INJECTION_LABEL, VALIDATING_WEBHOOK
 from traindeploy import kube, lifecycle, naming, validation
 from traindeploy.children import katib as experiment_builder
-from traindeploy.children import pytorchjob, trainjob
 from traindeploy.config import OperatorConfig
 from traindeploy.dev.status import katib as katib_status
 from traindeploy.diff import drift
 
 pytestmark = pytest.mark.slow
 
-BACKENDS = {"PyTorchJob": pytorchjob, "TrainJob": trainjob}
+# The trial kinds the builder can make, with their job modules.
+BACKENDS = {name: backend["module"] for name, backend in experiment_builder.BACKENDS.items()}
 
 
 def crd_algorithms() -> list[str]:
