@@ -39,37 +39,67 @@ class SpecProblem:
 OPERATOR_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID", *MLFLOW_SECRET_KEYS)
 PROMETHEUS_VARIABLES = ("namespace", "name", "inferenceService", "canary", "version")
 
-# The settings each suggestion service accepts, with a check of the value (Katib v0.19.0:
-# pkg/suggestion/v1beta1/{optuna,skopt,hyperband}/service.py).
-_INT, _POSITIVE = "an integer", "a positive number"
+# The settings each suggestion service accepts, with a check of the value. Each algorithm is
+# served by the image Katib's standalone katib-config gives it (manifests/v1beta1/installs/
+# katib-standalone/katib-config.yaml @ v0.19.0): random and tpe by hyperopt, grid by optuna,
+# bayesianoptimization by skopt, cmaes by goptuna, hyperband by its own service; the checks are
+# those services' ValidateAlgorithmSettings (pkg/suggestion/v1beta1/{hyperopt,optuna,skopt,
+# hyperband}/service.py, goptuna/converter.go).
+_INT, _COUNT, _POSITIVE_INT = "an integer", "an integer of 0 or more", "an integer of 1 or more"
+_POSITIVE, _FRACTION = "a positive number", "a number between 0 and 1"
 
 
 def _is_int(value: str) -> bool:
     return re.fullmatch(r"[+-]?\d+", value.strip()) is not None
 
 
-def _is_positive(value: str) -> bool:
+def _is_count(value: str) -> bool:
+    return _is_int(value) and int(value) >= 0
+
+
+def _is_positive_int(value: str) -> bool:
+    return _is_int(value) and int(value) > 0
+
+
+def _number(value: str) -> float | None:
     try:
         number = float(value)
     except ValueError:
-        return False
-    return math.isfinite(number) and number > 0
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _is_positive(value: str) -> bool:
+    number = _number(value)
+    return number is not None and number > 0
+
+
+def _is_fraction(value: str) -> bool:
+    number = _number(value)
+    return number is not None and 0 < number < 1
+
+
+def _is_hyperband_eta(value: str) -> bool:
+    # The service truncates eta to an integer and takes a logarithm to its base: 1 divides by 0.
+    number = _number(value)
+    return number is not None and number >= 2
 
 
 ALGORITHM_SETTINGS: dict[str, dict[str, tuple[str, object]]] = {
-    "random": {"random_state": (_INT, _is_int)},
-    "grid": {"random_state": (_INT, _is_int)},
-    "tpe": {"n_startup_trials": (_INT, _is_int), "n_ei_candidates": (_INT, _is_int),
-            "random_state": (_INT, _is_int)},
+    "random": {"random_state": (_COUNT, _is_count)},
+    "grid": {"random_state": (_COUNT, _is_count)},
+    # hyperopt's names, not optuna's (n_startup_trials, n_ei_candidates): hyperopt serves tpe.
+    "tpe": {"gamma": (_FRACTION, _is_fraction), "prior_weight": (_POSITIVE, _is_positive),
+            "n_EI_candidates": (_POSITIVE_INT, _is_positive_int), "random_state": (_COUNT, _is_count)},
     "cmaes": {"restart_strategy": ("one of none, ipop, bipop", lambda v: v in ("none", "ipop", "bipop")),
               "sigma": (_POSITIVE, _is_positive), "random_state": (_INT, _is_int)},
     "bayesianoptimization": {
         "base_estimator": ("one of GP, RF, ET, GBRT", lambda v: v in ("GP", "RF", "ET", "GBRT")),
-        "n_initial_points": (_INT, _is_int),
+        "n_initial_points": (_COUNT, _is_count),
         "acq_func": ("one of gp_hedge, LCB, EI, PI", lambda v: v in ("gp_hedge", "LCB", "EI", "PI")),
         "acq_optimizer": ("one of auto, sampling, lbfgs", lambda v: v in ("auto", "sampling", "lbfgs")),
-        "random_state": (_INT, _is_int)},
-    "hyperband": {"r_l": (_POSITIVE, _is_positive), "eta": (_POSITIVE, _is_positive),
+        "random_state": (_COUNT, _is_count)},
+    "hyperband": {"r_l": (_POSITIVE, _is_positive), "eta": ("a number of 2 or more", _is_hyperband_eta),
                   "resource_name": ("a parameter name", lambda v: bool(v))},
 }
 HYPERBAND_REQUIRED = ("r_l", "resource_name")
@@ -184,6 +214,7 @@ def _tuning(spec: dict) -> list[SpecProblem]:
             combinations *= max(1, len(set(map(str, values))))
     problems += _algorithm(tuning, combinations)
     problems += _trial_words(spec)
+    problems += _trial_placeholders(spec)
     max_failed, max_trials = tuning.get("maxFailedTrials"), tuning.get("maxTrials")
     if max_failed is not None and max_trials is not None and max_failed > max_trials:
         problems.append(SpecProblem("spec.tuning.maxFailedTrials", f"must not exceed maxTrials ({max_trials})."))
@@ -215,6 +246,25 @@ def _trial_words(spec: dict) -> list[SpecProblem]:
     return problems
 
 
+_TRIAL_PARAMETER = re.compile(r"\$\{trialParameters\.(.+?)\}")
+
+
+def _trial_placeholders(spec: dict) -> list[SpecProblem]:
+    """Katib's validating webhook refuses a trial template with a `${trialParameters.<name>}` it
+    has no trial parameter for (validator.go @ v0.19.0); the builder declares one per tuned
+    parameter. Of the trial's free text only env values can hold one (args cannot hold `$`)."""
+    training, tuning = spec.get("training") or {}, spec["tuning"]
+    tuned = {parameter.get("name") for parameter in tuning.get("parameters") or []}
+    problems: list[SpecProblem] = []
+    for index, item in enumerate(training.get("env") or []):
+        unknown = [name for name in _TRIAL_PARAMETER.findall(str(item.get("value") or "")) if name not in tuned]
+        if unknown:
+            problems.append(SpecProblem(f"spec.training.env[{index}].value",
+                                        f"${{trialParameters.{unknown[0]}}} names no tuned parameter; Katib "
+                                        "refuses a trial template with it."))
+    return problems
+
+
 def _is_number(value: object) -> bool:
     try:
         return math.isfinite(float(str(value)))
@@ -237,12 +287,40 @@ def _algorithm(tuning: dict, combinations: int) -> list[SpecProblem]:
         if not valid(str(settings[key])):
             problems.append(SpecProblem(field, f"must be {what}, got {settings[key]!r}."))
     if algorithm == "hyperband":
-        for key in HYPERBAND_REQUIRED:
-            if key not in settings:
-                problems.append(SpecProblem(f"spec.tuning.algorithmSettings.{key}", "is required by hyperband."))
+        problems += _hyperband(tuning, settings, [p for p in problems if p.field.startswith(
+            "spec.tuning.algorithmSettings.")])
+    if algorithm == "cmaes":
+        continuous = [p for p in tuning.get("parameters") or [] if p.get("type") in ("double", "int")]
+        if len(continuous) < 2:
+            problems.append(SpecProblem("spec.tuning.parameters", "cmaes needs at least two double or int "
+                                                                  f"parameters, got {len(continuous)}."))
     if algorithm == "grid" and tuning.get("maxTrials") and tuning["maxTrials"] > combinations:
         problems.append(SpecProblem("spec.tuning.maxTrials", f"the grid has only {combinations} combinations, "
                                                              f"fewer than {tuning['maxTrials']} trials."))
+    return problems
+
+
+def _hyperband(tuning: dict, settings: dict, setting_problems: list[SpecProblem]) -> list[SpecProblem]:
+    """What hyperband's ValidateAlgorithmSettings wants beyond single values: r_l and
+    resource_name set, the resource a tuned parameter, and enough parallel trials for the first
+    bracket, ceil(eta ** s_max) with s_max = int(log(r_l) / log(eta)) and eta truncated."""
+    problems = [SpecProblem(f"spec.tuning.algorithmSettings.{key}", "is required by hyperband.")
+                for key in HYPERBAND_REQUIRED if key not in settings]
+    if problems or setting_problems:
+        return problems
+    tuned = [p.get("name") for p in tuning.get("parameters") or []]
+    if settings["resource_name"] not in tuned:
+        problems.append(SpecProblem("spec.tuning.algorithmSettings.resource_name",
+                                    f"{settings['resource_name']!r} is not a tuned parameter (hyperband "
+                                    f"tunes it as the resource; parameters: {', '.join(map(str, tuned))})."))
+    eta = int(float(settings.get("eta", 3)))
+    s_max = int(math.log(float(settings["r_l"])) / math.log(eta))
+    needed = math.ceil(eta ** s_max)
+    parallel = tuning.get("parallelTrials") or katib.DEFAULT_PARALLEL_TRIALS
+    if parallel < needed:
+        problems.append(SpecProblem("spec.tuning.parallelTrials", f"hyperband with r_l={settings['r_l']} and "
+                                                                  f"eta={eta} needs at least {needed} parallel "
+                                                                  f"trials, got {parallel}."))
     return problems
 
 

@@ -487,7 +487,7 @@ def test_the_goal_ends_a_minimizing_search_early_and_failures_fail_it(api_client
     assert kinds(broken["status"])[-1] == ("Failed", "True", "ExperimentFailed")
     assert broken["status"]["conditions"][-1]["message"] == st.MAX_FAILED_MESSAGE
     assert (broken["status"]["trials"], broken["status"]["trialsFailed"]) == (2, 2)
-    assert "currentOptimalTrial" not in broken["status"]
+    assert broken["status"]["currentOptimalTrial"] == st.NO_OPTIMAL_TRIAL, "no trial had a value"
     assert kinds(refused["status"])[-1] == ("Failed", "True", "ExperimentFailed")
     assert (refused["status"]["trials"], refused["status"]["trialsFailed"]) == (1, 1)
 

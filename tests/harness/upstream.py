@@ -38,6 +38,9 @@ TRAINING_OPERATOR_MODULE_PATH = "github.com/kubeflow/training-operator"
 
 # The node lifecycle controller lifts the not-ready taint the apiserver puts on every new Node
 # (admission plugin TaintNodesByCondition) once KWOK reports it Ready, as on a real cluster.
+# No deployment or replicaset controller, on purpose: Katib's suggestion Deployments (images that
+# cannot run here) stay unavailable, so its suggestion controller never dials their Services
+# (harness.upstream_katib).
 UPSTREAM_KCM_CONTROLLERS = ("garbage-collector-controller,namespace-controller,"
                             "node-lifecycle-controller")
 
@@ -146,7 +149,7 @@ class Kwok(processes.LocalServer):
         env = {"HOME": str(self.workdir), "PATH": "/usr/bin:/bin"}
         proc = processes.start(argv, self.logfile, env=env)
         self._procs.append(proc)
-        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), timeout,
+        processes.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout,
                              "kwok /healthz", proc, self.logfile)
 
 
@@ -218,12 +221,7 @@ class TrainingOperator(processes.LocalServer):
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cp.install_crds(*self.crd_files)
         certs = self.workdir / "certs"
-        certs.mkdir(exist_ok=True)
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
-                        "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", str(certs / "tls.key"), "-out", str(certs / "tls.crt")],
-                       check=True, capture_output=True)
+        self_signed_certificate(certs)
         webhook_port, probe_port = processes.free_port(), processes.free_port()
         argv = [str(self.bin_dir / "training-operator"),
                 *(f"--enable-scheme={scheme}" for scheme in self.schemes),
@@ -235,7 +233,7 @@ class TrainingOperator(processes.LocalServer):
         env = {"KUBECONFIG": str(self.cp.kubeconfig), "HOME": str(self.workdir), "PATH": "/usr/bin:/bin"}
         proc = processes.start(argv, self.logfile, env=env)
         self._procs.append(proc)
-        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
+        processes.wait_until(lambda: http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
                              "training-operator /readyz", proc, self.logfile)
         self._register_webhook(webhook_port, (certs / "tls.crt").read_bytes())
 
@@ -282,7 +280,17 @@ class TrainingOperator(processes.LocalServer):
                             "--ignore-not-found", check=False, timeout=30)
 
 
-def _http_ok(url: str) -> bool:
+def self_signed_certificate(directory: Path) -> None:
+    """`tls.crt` and `tls.key` for a webhook server on 127.0.0.1; the certificate is its own CA."""
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                    "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(directory / "tls.key"), "-out", str(directory / "tls.crt")],
+                   check=True, capture_output=True)
+
+
+def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.status == 200
 
@@ -301,12 +309,13 @@ def wait_for(read, predicate=bool, timeout: float = 60.0, what: str = "condition
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m harness.upstream up`: the upstream tier's cluster (control plane with
-    kube-scheduler, KWOK with two 8-GPU nodes, the Training Operator) until interrupted."""
+    kube-scheduler, KWOK with two 8-GPU nodes, the Training Operator, Katib) until interrupted."""
     import argparse
     import signal
     import threading
 
     from harness.paths import OUR_CRDS
+    from harness.upstream_katib import Katib
 
     parser = argparse.ArgumentParser(prog="python -m harness.upstream")
     parser.add_argument("command", choices=["up"])
@@ -326,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 kwok.add_node(name, gpus=8)
             kwok.wait_nodes_ready(names)
-            with TrainingOperator(cp, workdir=workdir / "training-operator"):
+            with TrainingOperator(cp, workdir=workdir / "training-operator"), Katib(cp, workdir=workdir / "katib"):
                 print(f"logs in {workdir}", flush=True)
                 print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
                 stopping.wait()

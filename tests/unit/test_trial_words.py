@@ -53,3 +53,12 @@ def test_without_tuning_nothing_is_refused():
     spec["training"].pop("command")
     config = OperatorConfig(mlflow_tracking_uri="http://127.0.0.1:5000")
     assert validation.check(spec, config) == []
+
+
+def test_an_env_placeholder_katib_has_no_trial_parameter_for_is_refused():
+    """Katib's webhook refuses `${trialParameters.<name>}` in the trial template unless <name> is
+    declared; the builder declares the tuned parameters, so those may appear in env values."""
+    problems = _problems({"env": [{"name": "SEED", "value": "${trialParameters.seed}"},
+                                  {"name": "LR", "value": "${trialParameters.lr}"}]})
+    assert list(problems) == ["spec.training.env[0].value"]
+    assert "Katib" in problems["spec.training.env[0].value"]

@@ -59,6 +59,12 @@ _STATE_FIELDS = {
 }
 # Every field `progress` owns; a new progress replaces them all.
 PROGRESS_FIELDS = ("trials", *[name for pair in _STATE_FIELDS.values() for name in pair], "currentOptimalTrial")
+# `currentOptimalTrial` is a struct, not a pointer, in ExperimentStatus (experiment_types.go @
+# v0.19.0), so `omitempty` never drops it: the status has it from the first write, empty but for
+# its (also struct) observation, and updateTrialsSummary (experiment/util/status_util.go)
+# overwrites it only once a trial has an objective value. As the real controller writes it
+# (tests/upstream/test_katib.py).
+NO_OPTIMAL_TRIAL = {"observation": {}}
 
 
 def now() -> str:
@@ -106,15 +112,20 @@ def is_completed(status: Mapping[str, Any]) -> bool:
 
 
 def _with_progress(previous: Mapping[str, Any], progress: Mapping[str, Any]) -> dict:
+    """Counters and lists are recounted each time; the best trial is picked again from all trials,
+    and kept when none has an objective value."""
     status = {key: copy.deepcopy(value) for key, value in previous.items() if key not in PROGRESS_FIELDS}
+    status["currentOptimalTrial"] = copy.deepcopy(previous.get("currentOptimalTrial") or NO_OPTIMAL_TRIAL)
     status.update(copy.deepcopy(dict(progress)))
     return status
 
 
 def created(at: str) -> dict:
-    """The first reconcile: `startTime`, a zero `completionTime` (null on the wire), Created."""
+    """The first reconcile: `startTime`, a zero `completionTime` (null on the wire), Created, and
+    the empty `currentOptimalTrial`."""
     return {"startTime": at, "completionTime": None,
-            "conditions": _set([], CREATED, "True", CREATED_REASON, CREATED_MESSAGE, at)}
+            "conditions": _set([], CREATED, "True", CREATED_REASON, CREATED_MESSAGE, at),
+            "currentOptimalTrial": copy.deepcopy(NO_OPTIMAL_TRIAL)}
 
 
 def running(previous: Mapping[str, Any], progress: Mapping[str, Any], at: str) -> dict:
