@@ -27,6 +27,10 @@ class OperatorConfig:
     # Outside systems that cannot be watched (KFP, MLflow registration) are polled this often
     # while a stage waits on them; Kubernetes children are watched, not polled.
     poll_interval: float = 30.0
+    # Passes run in a pool of their own, this many at a time: a pass blocks on the Kubernetes
+    # API and MLflow, so threads, not cores, bound it; the pools of both clients hold as many
+    # connections.
+    reconcile_workers: int = 8
     # A safety net re-reconcile for every TrainDeploy, in case a watch event was missed.
     resync_interval: float = 600.0
     # The operator fails a training stage this long after the job's own activeDeadlineSeconds,
@@ -84,6 +88,7 @@ class OperatorConfig:
             backoff_initial=number("TRAINDEPLOY_BACKOFF_INITIAL", cls.backoff_initial),
             backoff_max=number("TRAINDEPLOY_BACKOFF_MAX", cls.backoff_max),
             poll_interval=number("TRAINDEPLOY_POLL_INTERVAL", cls.poll_interval),
+            reconcile_workers=max(1, int(number("TRAINDEPLOY_RECONCILE_WORKERS", cls.reconcile_workers))),
             resync_interval=number("TRAINDEPLOY_RESYNC_INTERVAL", cls.resync_interval),
             deadline_grace=number("TRAINDEPLOY_DEADLINE_GRACE", cls.deadline_grace),
             startup_spread=number("TRAINDEPLOY_STARTUP_SPREAD", cls.startup_spread),

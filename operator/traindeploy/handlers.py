@@ -10,12 +10,16 @@ load therefore grows with change, not with the number of TrainDeploys.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import logging
 import random
 import time
 from dataclasses import dataclass, field
 
 import kopf
+import requests
+import requests.adapters
 
 from traindeploy import GROUP, PLURAL, VERSION, cycle, metrics, naming, telemetry
 from traindeploy.config import OperatorConfig
@@ -60,20 +64,36 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     # Stopping a daemon waits for its reconcile in flight (bounded by the HTTP timeouts).
     settings.posting.level = logging.INFO
     memo.config = OperatorConfig.from_env()
-    memo.env = Environment(kube=Kube(_api_client(), timeout=memo.config.http_timeout), config=memo.config)
+    workers = memo.config.reconcile_workers
+    memo.passes = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
+    http = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=workers)
+    http.mount("http://", adapter)
+    http.mount("https://", adapter)
+    memo.env = Environment(kube=Kube(_api_client(workers), timeout=memo.config.http_timeout), config=memo.config,
+                           http=http)
 
 
-def _api_client():
-    """A client for our own calls, configured in-cluster or from $KUBECONFIG when called."""
+@kopf.on.cleanup()
+def stop_passes(memo: kopf.Memo, **_) -> None:
+    if getattr(memo, "passes", None) is not None:
+        memo.passes.shutdown(wait=False, cancel_futures=True)
+
+
+def _api_client(connections: int = 1):
+    """A client for our own calls, configured in-cluster or from $KUBECONFIG when called, with a
+    connection for each pass that may run at once."""
     import os
 
     from kubernetes import client, config
 
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
-        return client.ApiClient()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
+    configuration.connection_pool_maxsize = max(connections, configuration.connection_pool_maxsize or 0)
+    return client.ApiClient(configuration)
 
 
 @kopf.on.login()
@@ -91,7 +111,7 @@ async def reconcile_loop(body: kopf.Body, uid: str, stopped: kopf.DaemonStopped,
     if not env.kube.watched:
         # kopf hands its indexes to handlers only; the same live objects serve every pass.
         for kind in CHILD_KINDS:
-            env.kube.read_watched(kind, kwargs[_index_id(kind)])
+            env.kube.read_watched(kind, kwargs[_index_id(kind)], label=naming.LABEL_NAME)
     try:
         if env.config.startup_spread > 0 and _up_to_date(body):
             # After a restart every daemon starts at once, in list order: those whose status is
@@ -102,7 +122,10 @@ async def reconcile_loop(body: kopf.Body, uid: str, stopped: kopf.DaemonStopped,
             loop.wake.clear()
             loop.seen = _interesting(body)
             started = time.monotonic()
-            outcome = await asyncio.to_thread(_reconcile_and_write, body, env, logger, loop)
+            # In the pass pool, with this task's context as asyncio.to_thread would: kopf.event
+            # reads its settings from a context variable.
+            outcome = await asyncio.get_running_loop().run_in_executor(
+                memo.passes, contextvars.copy_context().run, _reconcile_and_write, body, env, logger, loop)
             telemetry.pass_done(outcome, time.monotonic() - started)
             delay = _next_delay(outcome, loop, env.config)
             await _sleep(loop.wake, stopped, delay)
@@ -215,8 +238,14 @@ async def _child_changed(body: kopf.Body, **_) -> None:
     _wake(naming.owner_uid(dict(body)))
 
 
-def _index_child(namespace: str, name: str, body: kopf.Body, **_) -> dict:
-    return {(namespace, name): slim(body)}
+def _index_child(namespace: str, name: str, body: kopf.Body, labels: kopf.Labels, **_) -> dict:
+    """Each child under its name, and under its TrainDeploy's name label (what status rebuilt
+    from the world lists by)."""
+    kept = slim(body)
+    keys = {(namespace, name): kept}
+    if naming.LABEL_NAME in labels:
+        keys[(namespace, naming.LABEL_NAME, labels[naming.LABEL_NAME])] = kept
+    return keys
 
 
 def _index_id(kind) -> str:

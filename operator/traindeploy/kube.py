@@ -137,27 +137,28 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.timeout = timeout
         # Kinds read from what the operator's watches delivered instead of from the apiserver:
-        # (group, plural) -> a mapping of (namespace, name) to the objects under that name.
-        self.watched: dict[tuple[str, str], Mapping] = {}
+        # (group, plural) -> (the index, the label it is also keyed by).
+        self.watched: dict[tuple[str, str], tuple[Mapping, str | None]] = {}
 
-    def read_watched(self, kind: Kind, indexed: Mapping) -> None:
+    def read_watched(self, kind: Kind, indexed: Mapping, label: str | None = None) -> None:
         """Reads of `kind` come from `indexed` from now on: a kopf index of our own children,
         which kopf fills from the initial listing before any handler runs and keeps current
         from the watch, so a name it lacks is one that does not exist (or whose creation the
-        watch has not delivered yet: `ensure` then meets AlreadyExists and reads the object)."""
-        self.watched[(kind.group, kind.plural)] = indexed
+        watch has not delivered yet: `ensure` then meets AlreadyExists and reads the object).
+        Its keys are (namespace, name) and, for `list` by `label`, (namespace, label, value)."""
+        self.watched[(kind.group, kind.plural)] = (indexed, label)
 
-    def _from_watch(self, kind: Kind, namespace: str, name: str) -> dict | None | bool:
-        """The watched object (a copy: callers may edit it), None when absent, False when `kind`
-        is not watched or the index changed while it was read (it is updated on the event loop)."""
-        indexed = self.watched.get((kind.group, kind.plural))
-        if indexed is None:
-            return False
+    def _indexed(self, kind: Kind, key: tuple, selector: str | None = None) -> list[dict] | None:
+        """Copies (callers may edit them) of what the index holds under `key`; None when `kind`
+        is not watched, `selector` is not the indexed label, or the index changed while it was
+        read (kopf updates it on the event loop)."""
+        indexed, label = self.watched.get((kind.group, kind.plural), (None, None))
+        if indexed is None or (selector is not None and (label is None or selector != f"{label}={key[-1]}")):
+            return None
         try:
-            objects = indexed.get((namespace, name))
-            return copy.deepcopy(next(iter(objects))) if objects else None
+            return [copy.deepcopy(obj) for obj in indexed.get(key) or ()]
         except RuntimeError:
-            return False
+            return None
 
     def _call(self, what: str, fn, *args, **kwargs):
         """One apiserver request, timed in `traindeploy_dependency_request_duration_seconds` with
@@ -174,9 +175,9 @@ class Kube:
                 raise KubeUnavailable(what, f"{type(error).__name__}: {error}") from None
 
     def get(self, kind: Kind, namespace: str, name: str) -> dict | None:
-        watched = self._from_watch(kind, namespace, name)
-        if watched is not False:
-            return watched
+        watched = self._indexed(kind, (namespace, name))
+        if watched is not None:
+            return watched[0] if watched else None
         return self._get(kind, namespace, name)
 
     def _get(self, kind: Kind, namespace: str, name: str) -> dict | None:
@@ -199,7 +200,12 @@ class Kube:
         return self.get_cluster(CRD, name)
 
     def list(self, kind: Kind, namespace: str, label_selector: str) -> list[dict]:
-        """The objects of a kind with the labels (served from the apiserver's watch cache)."""
+        """The objects of a kind with the labels: from the index when it is keyed by that label,
+        else from the apiserver's watch cache."""
+        label, _, value = label_selector.partition("=")
+        watched = self._indexed(kind, (namespace, label, value), label_selector)
+        if watched is not None:
+            return watched
         found = self._call(f"list {kind.kind} in {namespace}", self.custom.list_namespaced_custom_object,
                            kind.group, kind.version, namespace, kind.plural, label_selector=label_selector,
                            resource_version="0")

@@ -537,7 +537,9 @@ class MlflowRest:
         """The MLflow 3 LoggedModel the run produced, READY ones first, then the newest.
 
         Looks for models whose source_run_id is the run (what `log_model` inside the run makes),
-        then falls back to the run's outputs. `name` is the `name=` given to `log_model`.
+        then falls back to the run's outputs. `name` is the `name=` given to `log_model`. `run`
+        needs `run_id` and `experiment_id`; without `model_outputs` the run is read for the
+        fallback only, so a caller that knows both ids need not read it first.
         """
         attributes = {"source_run_id": run["run_id"]}
         if name is not None:
@@ -547,7 +549,9 @@ class MlflowRest:
         found = self._search("POST", "logged-models/search", request, "models")
         candidates = [model for model in map(_logged_model, found) if model["source_run_id"] == run["run_id"]]
         if not candidates:
-            for model_id in run.get("model_outputs", []):
+            outputs = run["model_outputs"] if "model_outputs" in run else \
+                self.get_run(run["run_id"]).get("model_outputs", [])
+            for model_id in outputs:
                 try:
                     endpoint = f"logged-models/{urllib.parse.quote(model_id, safe='')}"
                     candidates.append(_logged_model(_field(self._get(endpoint), "model", endpoint)))

@@ -165,3 +165,10 @@ def test_logged_model_for_a_second_model_name(rest, tracking, mlflow_server):
     fetched = rest.get_run(run["run_id"])
     assert rest.logged_model_for_run(fetched, name="classifier")["model_id"] == model_id
     assert rest.logged_model_for_run(fetched, name="tokenizer")["model_id"] == tokenizer_id
+
+
+def test_a_logged_model_is_found_from_the_run_and_experiment_ids_alone(rest, trained):
+    """The registration stage knows both ids from status: no read of the run first."""
+    run = rest.get_run(trained.run_id)
+    assert rest.logged_model_for_run({"run_id": run["run_id"], "experiment_id": run["experiment_id"]})[
+        "model_id"] == trained.model_id

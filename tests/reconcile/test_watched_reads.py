@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 
 from traindeploy.kube import Kube, slim
+from traindeploy.naming import LABEL_NAME
 from traindeploy.stages.training import PYTORCHJOB
 
 from .test_kube_errors import _job
@@ -25,8 +26,21 @@ class CountingKube(Kube):
 
 
 def _index(*objects: dict) -> dict:
-    """The shape of a kopf index of our `_index_child`: (namespace, name) -> the objects there."""
-    return {(o["metadata"]["namespace"], o["metadata"]["name"]): [slim(o)] for o in objects}
+    """The shape of a kopf index of our `_index_child`: (namespace, name) and (namespace, label,
+    value) -> the objects there."""
+    index: dict = {}
+    for o in objects:
+        meta = o["metadata"]
+        index.setdefault((meta["namespace"], meta["name"]), []).append(slim(o))
+        if LABEL_NAME in (meta.get("labels") or {}):
+            index.setdefault((meta["namespace"], LABEL_NAME, meta["labels"][LABEL_NAME]), []).append(slim(o))
+    return index
+
+
+def _labelled(namespace: str, name: str, owner: str) -> dict:
+    job = _job(namespace, name)
+    job["metadata"]["labels"] = {LABEL_NAME: owner}
+    return job
 
 
 def test_a_watched_child_is_read_without_a_request(api_client, namespace):
@@ -73,3 +87,19 @@ def test_kinds_without_an_index_read_the_apiserver(api_client, namespace):
     kube.requests.clear()
     assert kube.get(PYTORCHJOB, namespace, "churn-g1-train") is not None
     assert kube.requests == ["get"]
+
+
+def test_children_of_a_traindeploy_are_listed_from_the_index_by_its_name_label(api_client, namespace):
+    kube = CountingKube(api_client)
+    one, _ = kube.ensure(PYTORCHJOB, _labelled(namespace, "churn-g1-train", "churn"))
+    two, _ = kube.ensure(PYTORCHJOB, _labelled(namespace, "churn-g2-train", "churn"))
+    other, _ = kube.ensure(PYTORCHJOB, _labelled(namespace, "fraud-g1-train", "fraud"))
+    kube.read_watched(PYTORCHJOB, _index(one, two, other), label=LABEL_NAME)
+    kube.requests.clear()
+    listed = kube.list(PYTORCHJOB, namespace, f"{LABEL_NAME}=churn")
+    assert sorted(job["metadata"]["name"] for job in listed) == ["churn-g1-train", "churn-g2-train"]
+    assert kube.list(PYTORCHJOB, namespace, f"{LABEL_NAME}=absent") == []
+    assert kube.requests == []
+    # Another selector is not what the index is keyed by: the apiserver answers it.
+    assert [job["metadata"]["name"] for job in kube.list(PYTORCHJOB, namespace, "app=x")] == []
+    assert kube.requests == ["list"]

@@ -1,4 +1,4 @@
-"""The metrics and leader-election settings as the environment gives them."""
+"""The metrics, leader-election and concurrency settings as the environment gives them."""
 
 from __future__ import annotations
 
@@ -22,3 +22,9 @@ def test_from_the_environment():
     assert OperatorConfig.from_env({"TRAINDEPLOY_LEADER_ELECTION": "false"}).leader_election is False
     assert OperatorConfig.from_env({"TRAINDEPLOY_METRICS_PORT": "0"}).metrics_port == 0
     assert OperatorConfig.from_env({"POD_NAMESPACE": "a", "TRAINDEPLOY_LEASE_NAMESPACE": "b"}).lease_namespace == "b"
+
+
+def test_reconcile_workers():
+    assert OperatorConfig.from_env({}).reconcile_workers == 8
+    assert OperatorConfig.from_env({"TRAINDEPLOY_RECONCILE_WORKERS": "16"}).reconcile_workers == 16
+    assert OperatorConfig.from_env({"TRAINDEPLOY_RECONCILE_WORKERS": "0"}).reconcile_workers == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from traindeploy import lifecycle as lc
 from traindeploy.serving.state import Serving
-from traindeploy.stages.registration import ALIAS_CHAMPION, move_alias
+from traindeploy.stages.registration import ALIAS_CHAMPION
 
 HISTORY_LENGTH = 5
 
@@ -30,12 +30,14 @@ def storage_of(s: Serving, version: str) -> str | None:
 
 
 def now_serving(s: Serving, version: str, storage: str) -> None:
-    """`version` serves all traffic: status says so and `champion` names it."""
-    promote_alias(s, version)
-    s.serving.update({"modelVersion": version, "storageUri": storage, "traffic": lc.serving_traffic(version)})
-
-
-def promote_alias(s: Serving, version: str) -> None:
+    """`version` serves all traffic: status says so and `champion` names it. Reached once per
+    rollout (a pass that dies before its status write repeats it, and setting an alias again is
+    harmless), so the alias is set without reading it first; the version it named is the one
+    status says served before."""
     model_name = s.p.spec["model"]["name"]
-    if s.p.mlflow(lambda client: move_alias(client, model_name, ALIAS_CHAMPION, version)):
-        s.p.event("Normal", "AliasMoved", f"Moved alias {ALIAS_CHAMPION} of {model_name} to version {version}.")
+    previous = s.serving.get("modelVersion")
+    s.p.mlflow(lambda client: client.set_alias(model_name, ALIAS_CHAMPION, version))
+    if previous and previous != version:
+        s.p.event("Normal", "AliasMoved", f"Moved alias {ALIAS_CHAMPION} of {model_name} from version {previous} "
+                                          f"to version {version}.")
+    s.serving.update({"modelVersion": version, "storageUri": storage, "traffic": lc.serving_traffic(version)})

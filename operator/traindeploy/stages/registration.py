@@ -22,7 +22,9 @@ def run(p: Pass) -> Result:
     # model is created just before its first version.
     version = p.mlflow(lambda client: client.find_model_version(model_name, p.identity_tags()))
     if version is None:
-        logged = p.mlflow(lambda client: client.logged_model_for_run(client.get_run(run_id)))
+        experiment_id = p.status["training"].get("mlflowExperimentId")
+        logged = p.mlflow(lambda client: client.logged_model_for_run(
+            {"run_id": run_id, "experiment_id": experiment_id} if experiment_id else client.get_run(run_id)))
         if logged is None:
             return Fail("NoLoggedModel", f"MLflow run {run_id} logged no model to register.")
         # Only a READY logged model has all its artifacts: PENDING is still uploading (or its
@@ -67,16 +69,7 @@ def _create_version(p: Pass, client, model_name: str, run_id: str, logged: dict)
     version = client.create_model_version(
         model_name, f"models:/{logged['model_id']}", run_id, model_id=logged["model_id"], tags=p.lineage_tags(),
         description=f"Trained by TrainDeploy {p.namespace}/{p.name}, cycle {p.cycle}.")
-    p.event("Normal", "ModelVersionCreated", f"Created {model_name} version {version['version']} from run {run_id}.")
-    return version
-
-
-def move_alias(client, model_name: str, alias: str, version: str) -> bool:
-    """Points `alias` at `version`; True when it moved."""
-    if client.alias_version(model_name, alias) == version:
-        return False
-    client.set_alias(model_name, alias, version)
-    return True
+    return version  # the stage's ModelRegistered Event names it
 
 
 STAGE = Stage("registering", cond.REGISTERED, "Registering", run)
