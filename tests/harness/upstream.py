@@ -1,5 +1,5 @@
 """The real upstream controllers, on a control plane of their own: KWOK plays the kubelets of fake
-Nodes, and the Training Operator reconciles PyTorchJobs.
+Nodes, and the Training Operator reconciles PyTorchJobs (KServe: harness.upstream_kserve).
 
     with ControlPlane(scheduler=True, controllers=UPSTREAM_KCM_CONTROLLERS) as cp:
         with Kwok(cp) as kwok:
@@ -38,8 +38,12 @@ TRAINING_OPERATOR_MODULE_PATH = "github.com/kubeflow/training-operator"
 
 # The node lifecycle controller lifts the not-ready taint the apiserver puts on every new Node
 # (admission plugin TaintNodesByCondition) once KWOK reports it Ready, as on a real cluster.
+# KServe's Standard mode makes Deployments: their ReplicaSets and pods, and the Available and
+# Progressing conditions KServe reads, come from the deployment and replicaset controllers; the
+# endpointslice controller gives the predictor Service its endpoints.
 UPSTREAM_KCM_CONTROLLERS = ("garbage-collector-controller,namespace-controller,"
-                            "node-lifecycle-controller")
+                            "node-lifecycle-controller,deployment-controller,replicaset-controller,"
+                            "endpointslice-controller")
 
 # Nodes KWOK manages carry this annotation; other Nodes (none here) would be left alone.
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -61,50 +65,64 @@ KWOK_STAGES = (
 EXIT_CODE_ANNOTATION = "traindeploy.io/test-exit-code"
 
 
-def _exit_stage(name: str, operator: str, phase: str, reason: str) -> dict:
-    annotation = f'.metadata.annotations["{EXIT_CODE_ANNOTATION}"]'
-    status = f"""\
-{{{{ $now := Now }}}}
-{{{{ $code := index .metadata.annotations "{EXIT_CODE_ANNOTATION}" }}}}
-conditions:
+def _false_conditions(reason: str, *kinds: str) -> str:
+    """Pod conditions, in a Stage's status template, that the kubelet sets False for `reason`."""
+    return "".join(f"""\
 - lastTransitionTime: {{{{ $now | Quote }}}}
   reason: {reason}
   status: "False"
-  type: Ready
-- lastTransitionTime: {{{{ $now | Quote }}}}
-  reason: {reason}
-  status: "False"
-  type: ContainersReady
-containerStatuses:
-{{{{ range .spec.containers }}}}
+  type: {kind}
+""" for kind in kinds)
+
+
+def _container_statuses(field: str, state: str) -> str:
+    """`field` (containerStatuses, initContainerStatuses) for every container, not ready, in
+    `state` (the template lines under `state:`, which may use the range's `.`)."""
+    containers = "containers" if field == "containerStatuses" else "initContainers"
+    return f"""\
+{field}:
+{{{{ range .spec.{containers} }}}}
 - image: {{{{ .image | Quote }}}}
   name: {{{{ .name | Quote }}}}
   ready: false
-  restartCount: 0
   started: false
+{state}
+{{{{ end }}}}
+"""
+
+
+def _stage(name: str, expressions: list[dict], status: str, weight: int = 0) -> dict:
+    spec: dict = {"resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+                  "selector": {"matchExpressions": [
+                      {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}, *expressions]},
+                  "next": {"statusTemplate": status}}
+    if weight:
+        spec["weight"] = weight
+    return {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage", "metadata": {"name": name}, "spec": spec}
+
+
+def _annotation(key: str) -> str:
+    return f'.metadata.annotations["{key}"]'
+
+
+def _exit_stage(name: str, operator: str, phase: str, reason: str) -> dict:
+    terminated = f"""\
+  restartCount: 0
   state:
     terminated:
       exitCode: {{{{ $code }}}}
       finishedAt: {{{{ $now | Quote }}}}
-      reason: {"Completed" if phase == "Succeeded" else "Error"}
-{{{{ end }}}}
-phase: {phase}
+      reason: {"Completed" if phase == "Succeeded" else "Error"}"""
+    status = f"""\
+{{{{ $now := Now }}}}
+{{{{ $code := index .metadata.annotations "{EXIT_CODE_ANNOTATION}" }}}}
+conditions:
+{_false_conditions(reason, "Ready", "ContainersReady")}{_container_statuses("containerStatuses", terminated)}phase: {phase}
 """
-    return {
-        "apiVersion": "kwok.x-k8s.io/v1alpha1",
-        "kind": "Stage",
-        "metadata": {"name": name},
-        "spec": {
-            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-            "selector": {"matchExpressions": [
-                {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
-                {"key": ".status.phase", "operator": "In", "values": ["Running"]},
-                {"key": annotation, "operator": "Exists"},
-                {"key": annotation, "operator": operator, "values": ["0"]},
-            ]},
-            "next": {"statusTemplate": status},
-        },
-    }
+    annotation = _annotation(EXIT_CODE_ANNOTATION)
+    return _stage(name, [{"key": ".status.phase", "operator": "In", "values": ["Running"]},
+                         {"key": annotation, "operator": "Exists"},
+                         {"key": annotation, "operator": operator, "values": ["0"]}], status)
 
 
 EXIT_STAGES = (
@@ -112,23 +130,88 @@ EXIT_STAGES = (
     _exit_stage("traindeploy-pod-exit-failure", "NotIn", "Failed", "PodFailed"),
 )
 
+# A pod created with this annotation (an InferenceService's annotations reach its pods) never
+# starts: its init container of that name crash-loops, exiting with the code in
+# INIT_EXIT_CODE_ANNOTATION, as the kubelet reports a storage initializer that cannot fetch the model.
+FAILING_INIT_ANNOTATION = "traindeploy.io/test-failing-init-container"
+INIT_EXIT_CODE_ANNOTATION = "traindeploy.io/test-init-exit-code"
+INIT_FAILURE_MESSAGE = "the test made this init container fail"
 
-class Kwok(processes.LocalServer):
+
+def _init_failure_stage() -> dict:
+    crash_loop = f"""\
+{{{{ if eq .name $failing }}}}
+  restartCount: 1
+  lastState:
+    terminated:
+      exitCode: {{{{ $code }}}}
+      finishedAt: {{{{ $now | Quote }}}}
+      message: {INIT_FAILURE_MESSAGE}
+      reason: Error
+      startedAt: {{{{ $now | Quote }}}}
+  state:
+    waiting:
+      reason: CrashLoopBackOff
+{{{{ else }}}}
+  restartCount: 0
+  state:
+    waiting:
+      reason: PodInitializing
+{{{{ end }}}}"""
+    initializing = """\
+  restartCount: 0
+  state:
+    waiting:
+      reason: PodInitializing"""
+    # Its times are the pod's creation: see the weight below.
+    status = f"""\
+{{{{ $now := .metadata.creationTimestamp }}}}
+{{{{ $failing := index .metadata.annotations "{FAILING_INIT_ANNOTATION}" }}}}
+{{{{ $code := index .metadata.annotations "{INIT_EXIT_CODE_ANNOTATION}" }}}}
+conditions:
+- lastTransitionTime: {{{{ $now | Quote }}}}
+  status: "True"
+  type: PodScheduled
+{_false_conditions("ContainersNotInitialized", "Initialized", "Ready", "ContainersReady")}\
+{_container_statuses("initContainerStatuses", crash_loop)}{_container_statuses("containerStatuses", initializing)}\
+phase: Pending
+"""
+    # Chosen over KWOK's pod-ready Stage, which matches the same pods with no weight. The pod still
+    # matches once patched, but the status is the same each time, so that patch changes nothing.
+    return _stage("traindeploy-pod-init-failure", [
+        {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
+        {"key": _annotation(FAILING_INIT_ANNOTATION), "operator": "Exists"},
+        {"key": _annotation(INIT_EXIT_CODE_ANNOTATION), "operator": "Exists"}], status, weight=1)
+
+
+POD_STAGES = (*EXIT_STAGES, _init_failure_stage())
+
+
+class UpstreamServer(processes.LocalServer):
+    """An upstream controller against `cp`, run from the binaries of one wrapper build, with its
+    data files read from the module it pins (`module_dir`)."""
+
+    def __init__(self, cp: ControlPlane, workdir: Path | None, bin_dir: Path | None, build: tools.GoBuild,
+                 module_path: str) -> None:
+        self.cp = cp
+        self._owns_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"traindeploy-{build.name}-"))
+        self.bin_dir = bin_dir or tools.go_bin_dir(build)
+        self.module_dir = tools.go_module_dir(build, module_path)
+        self.logfile = self.workdir / f"{build.name}.log"
+        self._procs: list[subprocess.Popen] = []
+
+
+class Kwok(UpstreamServer):
     """KWOK's controller against `cp`: it manages the Nodes made with `add_node`."""
 
     def __init__(self, cp: ControlPlane, workdir: Path | None = None, bin_dir: Path | None = None) -> None:
-        self.cp = cp
-        self._owns_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="traindeploy-kwok-"))
-        self.bin_dir = bin_dir or tools.kwok_bin_dir()
-        self.module_dir = tools.go_module_dir(tools.KWOK, KWOK_MODULE_PATH)
-        self.logfile = self.workdir / "kwok.log"
-        self._procs: list[subprocess.Popen] = []
+        super().__init__(cp, workdir, bin_dir, tools.KWOK, KWOK_MODULE_PATH)
 
     def _start(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         ours = self.workdir / "traindeploy-stages.yaml"
-        ours.write_text(yaml.safe_dump_all(EXIT_STAGES, sort_keys=False))
+        ours.write_text(yaml.safe_dump_all(POD_STAGES, sort_keys=False))
         configs = [self.module_dir / stage for stage in KWOK_STAGES] + [ours]
         missing = [str(path) for path in configs if not path.is_file()]
         if missing:
@@ -146,7 +229,7 @@ class Kwok(processes.LocalServer):
         env = {"HOME": str(self.workdir), "PATH": "/usr/bin:/bin"}
         proc = processes.start(argv, self.logfile, env=env)
         self._procs.append(proc)
-        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), timeout,
+        processes.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout,
                              "kwok /healthz", proc, self.logfile)
 
 
@@ -189,7 +272,7 @@ def _node_schedulable(node: dict) -> bool:
         taint.get("key", "").startswith("node.kubernetes.io/") for taint in taints)
 
 
-class TrainingOperator(processes.LocalServer):
+class TrainingOperator(UpstreamServer):
     """The Training Operator v1 against `cp`, with only the given job kinds enabled.
 
     It installs those kinds' CRDs from the module, serves its validating webhook on 127.0.0.1
@@ -199,15 +282,9 @@ class TrainingOperator(processes.LocalServer):
 
     def __init__(self, cp: ControlPlane, workdir: Path | None = None, bin_dir: Path | None = None,
                  schemes: tuple[str, ...] = ("pytorchjob",)) -> None:
-        self.cp = cp
-        self._owns_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="traindeploy-training-operator-"))
-        self.bin_dir = bin_dir or tools.training_operator_bin_dir()
-        self.module_dir = tools.go_module_dir(tools.TRAINING_OPERATOR, TRAINING_OPERATOR_MODULE_PATH)
+        super().__init__(cp, workdir, bin_dir, tools.TRAINING_OPERATOR, TRAINING_OPERATOR_MODULE_PATH)
         self.schemes = schemes
-        self.logfile = self.workdir / "training-operator.log"
         self.webhook_configuration = "traindeploy-test-training-operator"
-        self._procs: list[subprocess.Popen] = []
 
     @property
     def crd_files(self) -> list[Path]:
@@ -217,13 +294,7 @@ class TrainingOperator(processes.LocalServer):
     def _start(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cp.install_crds(*self.crd_files)
-        certs = self.workdir / "certs"
-        certs.mkdir(exist_ok=True)
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
-                        "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", str(certs / "tls.key"), "-out", str(certs / "tls.crt")],
-                       check=True, capture_output=True)
+        certs = self_signed_certificate(self.workdir / "certs")
         webhook_port, probe_port = processes.free_port(), processes.free_port()
         argv = [str(self.bin_dir / "training-operator"),
                 *(f"--enable-scheme={scheme}" for scheme in self.schemes),
@@ -235,7 +306,7 @@ class TrainingOperator(processes.LocalServer):
         env = {"KUBECONFIG": str(self.cp.kubeconfig), "HOME": str(self.workdir), "PATH": "/usr/bin:/bin"}
         proc = processes.start(argv, self.logfile, env=env)
         self._procs.append(proc)
-        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
+        processes.wait_until(lambda: http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
                              "training-operator /readyz", proc, self.logfile)
         self._register_webhook(webhook_port, (certs / "tls.crt").read_bytes())
 
@@ -282,9 +353,20 @@ class TrainingOperator(processes.LocalServer):
                             "--ignore-not-found", check=False, timeout=30)
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.status == 200
+
+
+def self_signed_certificate(directory: Path) -> Path:
+    """`directory` with tls.crt and tls.key for 127.0.0.1, for a webhook registered by URL."""
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                    "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(directory / "tls.key"), "-out", str(directory / "tls.crt")],
+                   check=True, capture_output=True)
+    return directory
 
 
 def wait_for(read, predicate=bool, timeout: float = 60.0, what: str = "condition", interval: float = 0.2):

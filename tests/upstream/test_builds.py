@@ -10,9 +10,11 @@ import pytest
 
 from harness import tools
 from harness.upstream import KWOK_MODULE_PATH, TRAINING_OPERATOR_MODULE_PATH
+from harness.upstream_kserve import KSERVE_MODULE_PATH
 
 PINNED = {tools.KWOK: (KWOK_MODULE_PATH, "v0.8.0"),
-          tools.TRAINING_OPERATOR: (TRAINING_OPERATOR_MODULE_PATH, "v1.9.2")}
+          tools.TRAINING_OPERATOR: (TRAINING_OPERATOR_MODULE_PATH, "v1.9.2"),
+          tools.KSERVE: (KSERVE_MODULE_PATH, "v0.20.0")}
 
 
 @pytest.mark.parametrize("build", list(PINNED), ids=lambda build: build.name)
