@@ -117,7 +117,9 @@ def _exit_stage(name: str, operator: str, phase: str, reason: str) -> dict:
 {{{{ $now := Now }}}}
 {{{{ $code := index .metadata.annotations "{EXIT_CODE_ANNOTATION}" }}}}
 conditions:
-{_false_conditions(reason, "Ready", "ContainersReady")}{_container_statuses("containerStatuses", terminated)}phase: {phase}
+{_false_conditions(reason, "Ready", "ContainersReady")}\
+{_container_statuses("containerStatuses", terminated)}\
+phase: {phase}
 """
     annotation = _annotation(EXIT_CODE_ANNOTATION)
     return _stage(name, [{"key": ".status.phase", "operator": "In", "values": ["Running"]},
@@ -200,6 +202,27 @@ class UpstreamServer(processes.LocalServer):
         self.module_dir = tools.go_module_dir(build, module_path)
         self.logfile = self.workdir / f"{build.name}.log"
         self._procs: list[subprocess.Popen] = []
+
+    def _start_manager(self, binary: str, args: list[str], timeout: float,
+                       env: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """A controller-runtime manager of the wrapper modules' flags: its webhook server on
+        127.0.0.1 with a self-signed certificate, metrics off. Returns the webhook port and the
+        certificate (the CA bundle of its registration) once /readyz answers."""
+        certs = self_signed_certificate(self.workdir / "certs")
+        webhook_port, probe_port = processes.free_port(), processes.free_port()
+        argv = [str(self.bin_dir / binary), *args,
+                "--webhook-host=127.0.0.1", f"--webhook-server-port={webhook_port}",
+                f"--webhook-cert-dir={certs}",
+                f"--health-probe-bind-address=127.0.0.1:{probe_port}",
+                "--metrics-bind-address=0",
+                "--zap-log-level=info"]
+        env = {"KUBECONFIG": str(self.cp.kubeconfig), "HOME": str(self.workdir), "PATH": "/usr/bin:/bin",
+               **(env or {})}
+        proc = processes.start(argv, self.logfile, env=env)
+        self._procs.append(proc)
+        processes.wait_until(lambda: http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
+                             f"{binary} /readyz", proc, self.logfile)
+        return webhook_port, (certs / "tls.crt").read_bytes()
 
 
 class Kwok(UpstreamServer):
@@ -294,21 +317,10 @@ class TrainingOperator(UpstreamServer):
     def _start(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cp.install_crds(*self.crd_files)
-        certs = self_signed_certificate(self.workdir / "certs")
-        webhook_port, probe_port = processes.free_port(), processes.free_port()
-        argv = [str(self.bin_dir / "training-operator"),
-                *(f"--enable-scheme={scheme}" for scheme in self.schemes),
-                "--webhook-host=127.0.0.1", f"--webhook-server-port={webhook_port}",
-                f"--webhook-cert-dir={certs}",
-                f"--health-probe-bind-address=127.0.0.1:{probe_port}",
-                "--metrics-bind-address=0",
-                "--zap-log-level=info", "--zap-devel=false"]
-        env = {"KUBECONFIG": str(self.cp.kubeconfig), "HOME": str(self.workdir), "PATH": "/usr/bin:/bin"}
-        proc = processes.start(argv, self.logfile, env=env)
-        self._procs.append(proc)
-        processes.wait_until(lambda: http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
-                             "training-operator /readyz", proc, self.logfile)
-        self._register_webhook(webhook_port, (certs / "tls.crt").read_bytes())
+        port, certificate = self._start_manager(
+            "training-operator", [*(f"--enable-scheme={scheme}" for scheme in self.schemes), "--zap-devel=false"],
+            timeout)
+        self._register_webhook(port, certificate)
 
     def _register_webhook(self, port: int, ca: bytes) -> None:
         manifest = self.module_dir / "manifests" / "base" / "webhook" / "manifests.yaml"

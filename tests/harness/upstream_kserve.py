@@ -24,7 +24,7 @@ import yaml
 
 from harness import processes, tools
 from harness.controlplane import ControlPlane
-from harness.upstream import UpstreamServer, http_ok, self_signed_certificate
+from harness.upstream import UpstreamServer
 
 KSERVE_MODULE_PATH = "github.com/kserve/kserve"
 GATEWAY_API_MODULE_PATH = "sigs.k8s.io/gateway-api"
@@ -77,21 +77,9 @@ class KServe(UpstreamServer):
         self._apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": KSERVE_NAMESPACE}},
                     self.configmap(), *self.cluster_objects("runtimes", RUNTIMES),
                     *self.cluster_objects("storagecontainers", STORAGE_CONTAINERS))
-        certs = self_signed_certificate(self.workdir / "certs")
-        webhook_port, probe_port = processes.free_port(), processes.free_port()
-        argv = [str(self.bin_dir / "kserve-manager"),
-                "--webhook-host=127.0.0.1", f"--webhook-server-port={webhook_port}",
-                f"--webhook-cert-dir={certs}",
-                f"--health-probe-bind-address=127.0.0.1:{probe_port}",
-                "--metrics-bind-address=0",
-                "--zap-log-level=info"]
-        env = {"KUBECONFIG": str(self.cp.kubeconfig), "HOME": str(self.workdir), "PATH": "/usr/bin:/bin",
-               "POD_NAMESPACE": KSERVE_NAMESPACE}
-        proc = processes.start(argv, self.logfile, env=env)
-        self._procs.append(proc)
-        processes.wait_until(lambda: http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
-                             "kserve-manager /readyz", proc, self.logfile)
-        self._apply(*self.webhook_configurations(webhook_port, (certs / "tls.crt").read_bytes()))
+        # $POD_NAMESPACE: where the manager reads inferenceservice-config.
+        port, certificate = self._start_manager("kserve-manager", [], timeout, env={"POD_NAMESPACE": KSERVE_NAMESPACE})
+        self._apply(*self.webhook_configurations(port, certificate))
         self._wait_webhooks_enforced()
 
     def _apply(self, *objects: dict) -> None:
