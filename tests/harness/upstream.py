@@ -395,12 +395,13 @@ def wait_for(read, predicate=bool, timeout: float = 60.0, what: str = "condition
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m harness.upstream up`: the upstream tier's cluster (control plane with
-    kube-scheduler, KWOK with two 8-GPU nodes, the Training Operator) until interrupted."""
+    kube-scheduler, KWOK with two 8-GPU nodes, the Training Operator, KServe) until interrupted."""
     import argparse
     import signal
     import threading
 
     from harness.paths import OUR_CRDS
+    from harness.upstream_kserve import KServe
 
     parser = argparse.ArgumentParser(prog="python -m harness.upstream")
     parser.add_argument("command", choices=["up"])
@@ -420,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 kwok.add_node(name, gpus=8)
             kwok.wait_nodes_ready(names)
-            with TrainingOperator(cp, workdir=workdir / "training-operator"):
+            with TrainingOperator(cp, workdir=workdir / "training-operator"), KServe(cp, workdir=workdir / "kserve"):
                 print(f"logs in {workdir}", flush=True)
                 print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
                 stopping.wait()
