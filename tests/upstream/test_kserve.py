@@ -18,6 +18,8 @@ from children.samples import GPU, SERVING, meta
 from e2e import kserve_player
 from harness.upstream import FAILING_INIT_ANNOTATION, INIT_EXIT_CODE_ANNOTATION, INIT_FAILURE_MESSAGE, wait_for
 from traindeploy.children import FAILED, RUNNING, SUCCEEDED, httproute, inferenceservice
+from traindeploy.kube import Kube
+from traindeploy.serving.state import INFERENCESERVICE
 
 from . import inferenceservices as isvcs
 from .conftest import GPUS_PER_NODE
@@ -164,6 +166,35 @@ def test_absent_mode_takes_the_configured_standard_default(api_client, kserve, n
     admitted = isvcs.create(api_client, _build(namespace, "churn", STORAGE, mode=None))
     assert admitted["metadata"]["annotations"][inferenceservice.DEPLOYMENT_MODE_ANNOTATION] == STANDARD
     assert inferenceservice.resolved_mode(admitted) == STANDARD
+
+
+def test_new_version_rolls_out_while_ready_stays_true(api_client, kserve, namespace):
+    """A new model on the stable InferenceService, patched as the operator patches it (Kube.ensure,
+    owned spec): KServe rolls the Deployment; Ready stays True throughout, so only the Deployment
+    (deployment_serves) tells when the new version answers (UPSTREAM.md errata)."""
+    name, kube = "churn", Kube(api_client)
+    mode = inferenceservice.mode_annotation(STANDARD, None)
+    kube.ensure(INFERENCESERVICE, _build(namespace, name, STORAGE, mode=mode))
+    first = wait_for(lambda: isvcs.get(api_client, namespace, name), _reached(READY), what=f"{name} Ready")
+    _, action = kube.ensure(INFERENCESERVICE, _build(namespace, name, CANARY_STORAGE,
+                                                     mode=inferenceservice.mode_annotation(STANDARD, first)))
+    assert action == "patched"
+    seen: list[str] = []
+
+    def rolled_out(found: tuple[dict, dict]) -> bool:
+        obj, deployment = found
+        seen.append(isvcs.condition(obj, "Ready").get("status"))
+        return inferenceservice.deployment_serves(deployment, CANARY_STORAGE)[0]
+
+    obj, deployment = wait_for(lambda: (isvcs.get(api_client, namespace, name),
+                                        isvcs.deployment(api_client, namespace, name)), rolled_out,
+                               what="the Deployment to run the new model", interval=0.05)
+    assert set(seen) == {"True"}
+    assert inferenceservice.read(obj).phase == SUCCEEDED
+    assert not inferenceservice.deployment_serves(deployment, STORAGE)[0]
+    assert [isvcs.container(pod, STORAGE_INITIALIZER, init=True).args[0]
+            for pod in isvcs.pods(api_client, namespace, name) if pod.metadata.deletion_timestamp is None] \
+        == [CANARY_STORAGE]
 
 
 # --- the stand-in against the real thing -----------------------------------------------------------
