@@ -24,6 +24,11 @@ def get(api_client, namespace: str, name: str) -> dict:
     return client.CustomObjectsApi(api_client).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
 
 
+def names(api_client, namespace: str) -> list[str]:
+    found = client.CustomObjectsApi(api_client).list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+    return [item["metadata"]["name"] for item in found["items"]]
+
+
 def condition(obj: dict, kind: str) -> dict:
     found = inferenceservice.condition(obj, kind)
     return found or {}

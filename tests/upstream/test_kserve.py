@@ -10,6 +10,7 @@ the same status for the same state.
 from __future__ import annotations
 
 import secrets
+import time
 
 import pytest
 from kubernetes import client
@@ -18,8 +19,12 @@ from children.samples import GPU, SERVING, meta
 from e2e import kserve_player
 from harness.upstream import FAILING_INIT_ANNOTATION, INIT_EXIT_CODE_ANNOTATION, INIT_FAILURE_MESSAGE, wait_for
 from traindeploy.children import FAILED, RUNNING, SUCCEEDED, httproute, inferenceservice
+from traindeploy import serving
 from traindeploy.kube import Kube
+from traindeploy.results import Done
 from traindeploy.serving.state import INFERENCESERVICE
+
+from unit.fakes import Clock, ProbedUrls, environment, minimal_spec, run_stage, traindeploy
 
 from . import inferenceservices as isvcs
 from .conftest import GPUS_PER_NODE
@@ -266,3 +271,45 @@ def test_standard_canary_is_a_second_inference_service_behind_our_route(api_clie
     assert {backend: services.get(backend) for backend in httproute.weights(route)} == {
         httproute.predictor_service(stable): [httproute.PREDICTOR_PORT],
         httproute.predictor_service(canary): [httproute.PREDICTOR_PORT]}
+
+
+def test_operators_standard_canary_promotes_on_the_real_kserve(api_client, kserve, namespace):
+    """The operator's serving stage itself (serving.STAGE, a real Kube client, the clock and MLflow
+    faked), pass after pass against the real KServe: the canary InferenceService and the route at
+    the first step, the canary ready by its Deployment, the next step, then promotion, which waits
+    for the stable Deployment to run the new model before the canary and its weight go."""
+    spec = minimal_spec(serving={"deploymentMode": STANDARD, "gateway": {"name": "gateway", "namespace": namespace},
+                                 "canary": {"steps": [20, 100], "stepIntervalSeconds": 60,
+                                            "analysis": {"probe": {"path": "/v2/models/churn/infer", "body": "{}"}}}})
+    td = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        "traindeploy.io", "v1alpha1", namespace, "traindeploys", traindeploy(spec, name="churn") | {
+            "metadata": {"name": "churn", "namespace": namespace}})
+    status = {"cycle": {"generation": 2, "label": "g2", "specHash": "x", "startedAt": "2026-12-01T12:00:00Z"},
+              "serving": {"modelVersion": "1", "storageUri": STORAGE, "inferenceServiceName": "churn",
+                          "traffic": "v1 100%"},
+              "model": {"name": "churn-model", "version": "2", "storageUri": CANARY_STORAGE}, "conditions": []}
+    clock = Clock()
+    env = environment(Kube(api_client), clock=clock)
+    env.http = ProbedUrls()  # no model server runs behind KWOK's pods
+    routes, results = [], []
+    for _ in range(40):
+        outcome = run_stage(serving.STAGE, {**td, "status": status}, env)
+        status, result = outcome.status, outcome.result
+        results.append(type(result).__name__)
+        route = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+            httproute.GROUP, httproute.VERSION, namespace, httproute.PLURAL, "churn")
+        if not routes or routes[-1] != httproute.weights(route):
+            routes.append(httproute.weights(route))
+        if isinstance(result, Done):
+            break
+        clock.advance(61)
+        time.sleep(0.5)
+    assert results[-1] == "Done", results
+    assert routes == [{"churn-predictor": 80, "churn-canary-predictor": 20}, {"churn-predictor": 100}]
+    assert status["serving"]["modelVersion"] == "2" and status["rollout"]["state"] == "Promoted"
+    assert inferenceservice.deployment_serves(isvcs.deployment(api_client, namespace, "churn"), CANARY_STORAGE)[0]
+    assert wait_for(lambda: isvcs.names(api_client, namespace), lambda names: names == ["churn"],
+                    what="the canary InferenceService to go")
+    assert env.http.urls and all(url.startswith(f"http://churn-canary-predictor.{namespace}.svc.cluster.local/")
+                                 for url in env.http.urls)
+
