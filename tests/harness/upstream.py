@@ -132,21 +132,23 @@ EXIT_STAGES = (
     _exit_stage("traindeploy-pod-exit-failure", "NotIn", "Failed", "PodFailed"),
 )
 
-# A pod created with this annotation (an InferenceService's annotations reach its pods) never
-# starts: its init container of that name crash-loops, exiting with the code in
-# INIT_EXIT_CODE_ANNOTATION, as the kubelet reports a storage initializer that cannot fetch the model.
-FAILING_INIT_ANNOTATION = "traindeploy.io/test-failing-init-container"
-INIT_EXIT_CODE_ANNOTATION = "traindeploy.io/test-init-exit-code"
-INIT_FAILURE_MESSAGE = "the test made this init container fail"
+# A model whose storage cannot be fetched: a pod KServe made for this storage URI (the annotation
+# its controller puts on predictor pods) never starts, because its storage initializer
+# crash-loops, exiting with UNFETCHABLE_EXIT_CODE, as the kubelet reports it.
+STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
+UNFETCHABLE_STORAGE_URI = "s3://traindeploy-test/unfetchable/model"
+STORAGE_INITIALIZER = "storage-initializer"
+UNFETCHABLE_EXIT_CODE = 3
+INIT_FAILURE_MESSAGE = "the test made this storage unfetchable"
 
 
 def _init_failure_stage() -> dict:
     crash_loop = f"""\
-{{{{ if eq .name $failing }}}}
+{{{{ if eq .name "{STORAGE_INITIALIZER}" }}}}
   restartCount: 1
   lastState:
     terminated:
-      exitCode: {{{{ $code }}}}
+      exitCode: {UNFETCHABLE_EXIT_CODE}
       finishedAt: {{{{ $now | Quote }}}}
       message: {INIT_FAILURE_MESSAGE}
       reason: Error
@@ -168,8 +170,6 @@ def _init_failure_stage() -> dict:
     # Its times are the pod's creation: see the weight below.
     status = f"""\
 {{{{ $now := .metadata.creationTimestamp }}}}
-{{{{ $failing := index .metadata.annotations "{FAILING_INIT_ANNOTATION}" }}}}
-{{{{ $code := index .metadata.annotations "{INIT_EXIT_CODE_ANNOTATION}" }}}}
 conditions:
 - lastTransitionTime: {{{{ $now | Quote }}}}
   status: "True"
@@ -182,8 +182,8 @@ phase: Pending
     # matches once patched, but the status is the same each time, so that patch changes nothing.
     return _stage("traindeploy-pod-init-failure", [
         {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
-        {"key": _annotation(FAILING_INIT_ANNOTATION), "operator": "Exists"},
-        {"key": _annotation(INIT_EXIT_CODE_ANNOTATION), "operator": "Exists"}], status, weight=1)
+        {"key": _annotation(STORAGE_URI_ANNOTATION), "operator": "In", "values": [UNFETCHABLE_STORAGE_URI]}],
+        status, weight=1)
 
 
 POD_STAGES = (*EXIT_STAGES, _init_failure_stage())

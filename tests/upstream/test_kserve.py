@@ -17,11 +17,12 @@ from kubernetes import client
 
 from children.samples import GPU, SERVING, meta
 from e2e import kserve_player
-from harness.upstream import FAILING_INIT_ANNOTATION, INIT_EXIT_CODE_ANNOTATION, INIT_FAILURE_MESSAGE, wait_for
+from harness.upstream import (INIT_FAILURE_MESSAGE, STORAGE_INITIALIZER, UNFETCHABLE_EXIT_CODE,
+                              UNFETCHABLE_STORAGE_URI, wait_for)
 from traindeploy.children import FAILED, RUNNING, SUCCEEDED, httproute, inferenceservice
 from traindeploy import serving
 from traindeploy.kube import Kube
-from traindeploy.results import Done
+from traindeploy.results import Wait
 from traindeploy.serving.state import INFERENCESERVICE
 
 from unit.fakes import Clock, ProbedUrls, environment, minimal_spec, run_stage, traindeploy
@@ -35,21 +36,19 @@ STORAGE = "s3://models/churn/1/models/m-0a1b/artifacts"
 CANARY_STORAGE = "s3://models/churn/2/models/m-2c3d/artifacts"
 # Where KServe's storage initializer puts the model for the server (constants.DefaultModelLocalMountPath).
 MODEL_DIR = "/mnt/models"
-STORAGE_INITIALIZER, SERVER = "storage-initializer", "kserve-container"
+SERVER = "kserve-container"
 STANDARD = "Standard"
-INIT_EXIT_CODE = 3
 READY, NOT_READY, FAILED_LOAD = kserve_player.READY, kserve_player.NOT_READY, kserve_player.FAILED_LOAD
 # One InferenceService per state the stand-in plays: served; its pod cannot be placed (more GPUs
-# than a node has); its storage initializer crash-loops (KWOK's Stage, harness.upstream).
+# than a node has); its storage cannot be fetched (the storage initializer crash-loops: KWOK's
+# Stage, harness.upstream).
 NAMES = {READY: "churn", NOT_READY: "churn-big", FAILED_LOAD: "churn-broken"}
 
 
 def _build(namespace: str, name: str, storage: str, *, mode: str | None, served_model_name: str | None = None,
-           serving: dict | None = None, annotations: dict | None = None) -> dict:
-    body = inferenceservice.build(meta(name, namespace), serving or SERVING, storage_uri=storage, gpu_resource=GPU,
+           serving: dict | None = None) -> dict:
+    return inferenceservice.build(meta(name, namespace), serving or SERVING, storage_uri=storage, gpu_resource=GPU,
                                   deployment_mode=mode, served_model_name=served_model_name)
-    body["metadata"]["annotations"].update(annotations or {})
-    return body
 
 
 def _reached(state: str):
@@ -80,8 +79,8 @@ def served(api_client, kserve) -> dict[str, dict]:
         READY: isvcs.create(api_client, _build(namespace, NAMES[READY], STORAGE, mode=mode)),
         NOT_READY: isvcs.create(api_client, _build(namespace, NAMES[NOT_READY], STORAGE, mode=mode,
                                                    serving={**SERVING, "gpus": GPUS_PER_NODE + 1})),
-        FAILED_LOAD: isvcs.create(api_client, _build(namespace, NAMES[FAILED_LOAD], STORAGE, mode=mode, annotations={
-            FAILING_INIT_ANNOTATION: STORAGE_INITIALIZER, INIT_EXIT_CODE_ANNOTATION: str(INIT_EXIT_CODE)})),
+        FAILED_LOAD: isvcs.create(api_client, _build(namespace, NAMES[FAILED_LOAD], UNFETCHABLE_STORAGE_URI,
+                                                     mode=mode)),
     }
     try:
         found = {state: wait_for(lambda name=NAMES[state]: isvcs.get(api_client, namespace, name), _reached(state),
@@ -159,7 +158,7 @@ def test_failed_storage_initializer_fails_the_model_load(served):
     model = found["status"]["modelStatus"]
     assert model["states"] == {"activeModelState": "", "targetModelState": "FailedToLoad"}
     assert model["lastFailureInfo"] == {"reason": "ModelLoadFailed", "message": INIT_FAILURE_MESSAGE,
-                                        "exitCode": INIT_EXIT_CODE}
+                                        "exitCode": UNFETCHABLE_EXIT_CODE}
     assert isvcs.condition(found, "PredictorReady")["reason"] == kserve_player.UNAVAILABLE[0]
     state = inferenceservice.read(found)
     assert (state.phase, state.reason, state.message) == (FAILED, "ModelLoadFailed", INIT_FAILURE_MESSAGE)
@@ -207,7 +206,7 @@ def test_new_version_rolls_out_while_ready_stays_true(api_client, kserve, namesp
 
 def _stand_in(state: str, real: dict) -> dict:
     return kserve_player.standard_status(real, state, observed_generation=real["status"]["observedGeneration"],
-                                         failure=INIT_FAILURE_MESSAGE, exit_code=INIT_EXIT_CODE)
+                                         failure=INIT_FAILURE_MESSAGE, exit_code=UNFETCHABLE_EXIT_CODE)
 
 
 def _shape(status: dict) -> dict:
@@ -273,43 +272,68 @@ def test_standard_canary_is_a_second_inference_service_behind_our_route(api_clie
         httproute.predictor_service(canary): [httproute.PREDICTOR_PORT]}
 
 
-def test_operators_standard_canary_promotes_on_the_real_kserve(api_client, kserve, namespace):
+def _operator_canary(api_client, namespace: str, storage: str) -> tuple[list[str], list[dict], dict, ProbedUrls]:
     """The operator's serving stage itself (serving.STAGE, a real Kube client, the clock and MLflow
-    faked), pass after pass against the real KServe: the canary InferenceService and the route at
-    the first step, the canary ready by its Deployment, the next step, then promotion, which waits
-    for the stable Deployment to run the new model before the canary and its weight go."""
+    faked), pass after pass against the real KServe, from version 1 serving all traffic to the
+    rollout of version 2 at `storage` ending. Returns each pass's result type, the route's weights
+    as they changed, the last status and the probe's session."""
     spec = minimal_spec(serving={"deploymentMode": STANDARD, "gateway": {"name": "gateway", "namespace": namespace},
                                  "canary": {"steps": [20, 100], "stepIntervalSeconds": 60,
                                             "analysis": {"probe": {"path": "/v2/models/churn/infer", "body": "{}"}}}})
-    td = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-        "traindeploy.io", "v1alpha1", namespace, "traindeploys", traindeploy(spec, name="churn") | {
-            "metadata": {"name": "churn", "namespace": namespace}})
+    custom = client.CustomObjectsApi(api_client)
+    # A TrainDeploy in the cluster: the children's owner, or the garbage collector takes them.
+    td = custom.create_namespaced_custom_object("traindeploy.io", "v1alpha1", namespace, "traindeploys",
+                                                {**traindeploy(spec), "metadata": {"name": "churn"}})
     status = {"cycle": {"generation": 2, "label": "g2", "specHash": "x", "startedAt": "2026-12-01T12:00:00Z"},
               "serving": {"modelVersion": "1", "storageUri": STORAGE, "inferenceServiceName": "churn",
                           "traffic": "v1 100%"},
-              "model": {"name": "churn-model", "version": "2", "storageUri": CANARY_STORAGE}, "conditions": []}
+              "model": {"name": "churn-model", "version": "2", "storageUri": storage}, "conditions": []}
     clock = Clock()
     env = environment(Kube(api_client), clock=clock)
-    env.http = ProbedUrls()  # no model server runs behind KWOK's pods
-    routes, results = [], []
+    env.http = probes = ProbedUrls()  # no model server runs behind KWOK's pods
+    routes: list[dict] = []
+    results: list[str] = []
     for _ in range(40):
         outcome = run_stage(serving.STAGE, {**td, "status": status}, env)
-        status, result = outcome.status, outcome.result
-        results.append(type(result).__name__)
-        route = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
-            httproute.GROUP, httproute.VERSION, namespace, httproute.PLURAL, "churn")
+        status = outcome.status
+        results.append(type(outcome.result).__name__)
+        route = custom.get_namespaced_custom_object(httproute.GROUP, httproute.VERSION, namespace, httproute.PLURAL,
+                                                    "churn")
         if not routes or routes[-1] != httproute.weights(route):
             routes.append(httproute.weights(route))
-        if isinstance(result, Done):
+        if not isinstance(outcome.result, Wait):
             break
         clock.advance(61)
         time.sleep(0.5)
+    return results, routes, status, probes
+
+
+def test_operators_standard_canary_promotes_on_the_real_kserve(api_client, kserve, namespace):
+    """The canary InferenceService and the route at the first step, the canary ready by its
+    Deployment and probed at its own Service, then promotion, which waits for the stable
+    Deployment to run the new model before the canary and its weight go."""
+    results, routes, status, probes = _operator_canary(api_client, namespace, CANARY_STORAGE)
     assert results[-1] == "Done", results
     assert routes == [{"churn-predictor": 80, "churn-canary-predictor": 20}, {"churn-predictor": 100}]
     assert status["serving"]["modelVersion"] == "2" and status["rollout"]["state"] == "Promoted"
     assert inferenceservice.deployment_serves(isvcs.deployment(api_client, namespace, "churn"), CANARY_STORAGE)[0]
     assert wait_for(lambda: isvcs.names(api_client, namespace), lambda names: names == ["churn"],
                     what="the canary InferenceService to go")
-    assert env.http.urls and all(url.startswith(f"http://churn-canary-predictor.{namespace}.svc.cluster.local/")
-                                 for url in env.http.urls)
+    assert probes.urls and all(url.startswith(f"http://churn-canary-predictor.{namespace}.svc.cluster.local/")
+                               for url in probes.urls)
 
+
+def test_operators_standard_canary_whose_model_cannot_load_rolls_back(api_client, kserve, namespace):
+    """Version 2's storage cannot be fetched: KServe reports the failed load on the canary, and the
+    operator rolls back at once, before any probe or timeout: the canary goes, the route returns
+    to version 1."""
+    results, routes, status, probes = _operator_canary(api_client, namespace, UNFETCHABLE_STORAGE_URI)
+    assert results[-1] == "Fail", results
+    assert status["rollout"]["state"] == "RolledBack" and status["rollout"]["failedVersions"] == ["2"]
+    # The storage initializer's termination message, through KServe's lastFailureInfo.
+    assert status["rollout"]["message"] == f"Canary version 2 failed at 20%: {INIT_FAILURE_MESSAGE}"
+    assert routes == [{"churn-predictor": 80, "churn-canary-predictor": 20}, {"churn-predictor": 100}]
+    assert status["serving"]["modelVersion"] == "1" and probes.urls == []
+    assert inferenceservice.deployment_serves(isvcs.deployment(api_client, namespace, "churn"), STORAGE)[0]
+    assert wait_for(lambda: isvcs.names(api_client, namespace), lambda names: names == ["churn"],
+                    what="the canary InferenceService to go")
