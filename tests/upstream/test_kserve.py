@@ -4,7 +4,8 @@ KServe's webhooks admit and default them, its controller makes the predictor Dep
 and Ingress, its pod mutator injects the storage initializer, the Deployment and ReplicaSet
 controllers make the pod, and KWOK plays its kubelet: the status our reader interprets is the one
 KServe wrote from all that. The fast tiers' stand-in (e2e.kserve_player.standard_status) must write
-the same status for the same state.
+the same status for the same state. Last, the operator's own serving stage runs Standard-mode
+canaries against it, to promotion and to a rollback.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from children.samples import GPU, SERVING, meta
 from e2e import kserve_player
 from harness.upstream import (INIT_FAILURE_MESSAGE, STORAGE_INITIALIZER, UNFETCHABLE_EXIT_CODE,
                               UNFETCHABLE_STORAGE_URI, wait_for)
-from traindeploy.children import FAILED, RUNNING, SUCCEEDED, httproute, inferenceservice
 from traindeploy import serving
+from traindeploy.children import FAILED, RUNNING, SUCCEEDED, httproute, inferenceservice
 from traindeploy.kube import Kube
 from traindeploy.results import Wait
 from traindeploy.serving.state import INFERENCESERVICE
-
 from unit.fakes import Clock, ProbedUrls, environment, minimal_spec, run_stage, traindeploy
 
 from . import inferenceservices as isvcs
