@@ -41,12 +41,81 @@ def _now() -> str:
 
 STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
 
+# Standard mode's predictor states, as KServe v0.20.0 writes them and tests/upstream/test_kserve.py
+# checks against the real controller: READY once the Deployment is available, NOT_READY while its
+# pod is not (still starting, or cannot be placed), FAILED_LOAD when the storage initializer
+# crash-loops.
+READY, NOT_READY, FAILED_LOAD = "Ready", "NotReady", "FailedLoad"
+# IngressReady until the predictor is ready (createRawIngress,
+# reconcilers/ingress/kube_ingress_reconciler.go @ v0.20.0); Ready takes the first failing
+# dependent's reason, and IngressReady sorts first.
+INGRESS_NOT_CREATED = "Predictor ingress not created"
+# The Deployment conditions PredictorReady copies (PropagateRawStatus,
+# pkg/apis/serving/v1beta1/inference_service_status.go @ v0.20.0): the deployment controller's words.
+AVAILABLE = ("NewReplicaSetAvailable", 'ReplicaSet "{}" has successfully progressed.')
+UNAVAILABLE = ("MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+# Deployments made here get no ReplicaSet (no deployment controller runs in the fast tiers).
+STAND_IN_REPLICASET_HASH = "5d8f7c9b6"
 
-def predictor_deployment(api_client, namespace: str, isvc: dict, rolled_out: bool = True) -> None:
+
+def standard_status(isvc: dict, state: str = READY, *, observed_generation: int = 1, address: str | None = None,
+                    failure: str = "model failed to load", exit_code: int = 1, at: str | None = None) -> dict:
+    """The whole Standard-mode status KServe v0.20.0 writes for `isvc` in `state` (READY, NOT_READY
+    or FAILED_LOAD). URL and address come from the ingress reconciler: the ingress host by the
+    default domain template `{name}-{namespace}.example.com`, and the predictor Service
+    (kube_ingress_reconciler.go); the predictor's own URL from raw_kube_reconciler.go; the model
+    state from the predictor pod (PropagateModelStatus, inference_service_status.go). `address`
+    replaces the in-cluster address (a test server the operator's probe can reach)."""
+    name, namespace = isvc["metadata"]["name"], isvc["metadata"]["namespace"]
+    at = at or _now()
+
+    def condition(kind: str, value: str, reason: str = "", message: str = "", info: bool = False) -> dict:
+        found = {"type": kind, "status": value, "lastTransitionTime": at}
+        found.update({key: text for key, text in (("reason", reason), ("message", message)) if text})
+        if info:
+            found["severity"] = "Info"
+        return found
+
+    ready = state == READY
+    if ready:
+        reason, message = AVAILABLE[0], AVAILABLE[1].format(f"{name}-predictor-{STAND_IN_REPLICASET_HASH}")
+        conditions = [condition("IngressReady", "True"), condition("PredictorReady", "True", reason, message),
+                      condition("Ready", "True")]
+    else:
+        conditions = [condition("IngressReady", "False", INGRESS_NOT_CREATED),
+                      condition("PredictorReady", "False", *UNAVAILABLE),
+                      condition("Ready", "False", INGRESS_NOT_CREATED)]
+    model = isvc["spec"]["predictor"].get("model") or {}
+    status = {"deploymentMode": "Standard", "observedGeneration": observed_generation,
+              "clusterServingRuntimeName": model.get("runtime") or "kserve-mlserver",
+              "conditions": [*conditions, condition("Stopped", "False", info=True)],
+              "components": {"predictor": {}}}
+    if ready:
+        status.update({"url": f"http://{name}-{namespace}.example.com",
+                       "address": {"url": address or f"http://{name}-predictor.{namespace}.svc.cluster.local"},
+                       "components": {"predictor": {"url": f"http://{name}-predictor-{namespace}.example.com"}},
+                       "modelStatus": {"transitionStatus": "UpToDate",
+                                       "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
+                                       "copies": {"failedCopies": 0, "totalCopies": 1}}})
+    elif state == NOT_READY:
+        status["modelStatus"] = {"transitionStatus": "InProgress",
+                                 "states": {"activeModelState": "", "targetModelState": "Pending"},
+                                 "copies": {"failedCopies": 0}}
+    else:
+        status["modelStatus"] = {"transitionStatus": "BlockedByFailedLoad",
+                                 "states": {"activeModelState": "", "targetModelState": "FailedToLoad"},
+                                 "copies": {"failedCopies": 0},
+                                 "lastFailureInfo": {"reason": "ModelLoadFailed", "message": failure,
+                                                     "exitCode": exit_code}}
+    return status
+
+
+def predictor_deployment(api_client, namespace: str, isvc: dict, rolled_out: bool = True) -> int:
     """Standard mode's predictor Deployment, as KServe's raw reconciler makes it (`<isvc>-predictor`,
     the storage URI on the pod template: pkg/controller/v1beta1/inferenceservice/components/predictor.go
     and reconcilers/raw/raw_kube_reconciler.go @ v0.20.0), with the status the Deployment
-    controller writes once every replica runs the template (it does not run in these tests)."""
+    controller writes once every replica runs the template (it does not run in these tests).
+    Returns the Deployment's generation, which KServe reports as the status's observedGeneration."""
     apps = client.AppsV1Api(api_client)
     name = f"{isvc['metadata']['name']}-predictor"
     labels = {"app": f"isvc.{name}"}
@@ -67,6 +136,7 @@ def predictor_deployment(api_client, namespace: str, isvc: dict, rolled_out: boo
     apps.patch_namespaced_deployment_status(name, namespace, {"status": {
         "observedGeneration": generation, "replicas": 1, "updatedReplicas": updated, "readyReplicas": 1,
         "availableReplicas": 1}})
+    return generation
 
 
 class KnativePlayer:
@@ -142,9 +212,9 @@ class KnativePlayer:
 
 
 class StandardPlayer:
-    """Standard mode: every InferenceService of the TrainDeploy becomes ready on each change; a
-    canary's address can point at a local test server so the probe reaches it. Records the
-    HTTPRoute's weights on each change."""
+    """Standard mode: every InferenceService of the TrainDeploy becomes ready on each change
+    (`standard_status`); a canary's in-cluster address can point at a local test server so the
+    probe reaches it. Records the HTTPRoute's weights on each change."""
 
     def __init__(self, api_client, namespace: str, addresses: dict[str, str] | None = None,
                  never_ready: set[str] | None = None) -> None:
@@ -189,14 +259,7 @@ class StandardPlayer:
 
     def _ready(self, isvc: dict) -> None:
         name = isvc["metadata"]["name"]
-        predictor_deployment(self.api.api_client, self.namespace, isvc)
-        t = _now()
-        url = self.addresses.get(name, f"http://{name}.{self.namespace}.example.com")
-        status = {"deploymentMode": "Standard", "url": url, "address": {"url": url},
-                  "components": {"predictor": {"url": url}},
-                  "conditions": [{"type": c, "status": "True", "lastTransitionTime": t}
-                                 for c in ("IngressReady", "PredictorReady", "Ready")],
-                  "modelStatus": {"transitionStatus": "UpToDate",
-                                  "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"}}}
+        generation = predictor_deployment(self.api.api_client, self.namespace, isvc)
+        status = standard_status(isvc, observed_generation=generation, address=self.addresses.get(name))
         self.api.patch_namespaced_custom_object_status("serving.kserve.io", "v1beta1", self.namespace,
                                                        "inferenceservices", name, {"status": status})

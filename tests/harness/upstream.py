@@ -1,5 +1,5 @@
 """The real upstream controllers, on a control plane of their own: KWOK plays the kubelets of fake
-Nodes, and the Training Operator reconciles PyTorchJobs.
+Nodes, and the Training Operator reconciles PyTorchJobs (KServe: harness.upstream_kserve).
 
     with ControlPlane(scheduler=True, controllers=UPSTREAM_KCM_CONTROLLERS) as cp:
         with Kwok(cp) as kwok:
@@ -38,11 +38,14 @@ TRAINING_OPERATOR_MODULE_PATH = "github.com/kubeflow/training-operator"
 
 # The node lifecycle controller lifts the not-ready taint the apiserver puts on every new Node
 # (admission plugin TaintNodesByCondition) once KWOK reports it Ready, as on a real cluster.
-# No deployment or replicaset controller, on purpose: Katib's suggestion Deployments (images that
-# cannot run here) stay unavailable, so its suggestion controller never dials their Services
-# (harness.upstream_katib).
+# KServe's Standard mode makes Deployments: their ReplicaSets and pods, and the Available and
+# Progressing conditions KServe reads, come from the deployment and replicaset controllers; the
+# endpointslice controller gives the predictor Service its endpoints. (Katib's suggestion
+# Deployments, images that cannot run here, ask for more CPU than any node has and stay
+# unavailable: harness.upstream_katib.)
 UPSTREAM_KCM_CONTROLLERS = ("garbage-collector-controller,namespace-controller,"
-                            "node-lifecycle-controller")
+                            "node-lifecycle-controller,deployment-controller,replicaset-controller,"
+                            "endpointslice-controller")
 
 # Nodes KWOK manages carry this annotation; other Nodes (none here) would be left alone.
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -64,50 +67,66 @@ KWOK_STAGES = (
 EXIT_CODE_ANNOTATION = "traindeploy.io/test-exit-code"
 
 
-def _exit_stage(name: str, operator: str, phase: str, reason: str) -> dict:
-    annotation = f'.metadata.annotations["{EXIT_CODE_ANNOTATION}"]'
-    status = f"""\
-{{{{ $now := Now }}}}
-{{{{ $code := index .metadata.annotations "{EXIT_CODE_ANNOTATION}" }}}}
-conditions:
+def _false_conditions(reason: str, *kinds: str) -> str:
+    """Pod conditions, in a Stage's status template, that the kubelet sets False for `reason`."""
+    return "".join(f"""\
 - lastTransitionTime: {{{{ $now | Quote }}}}
   reason: {reason}
   status: "False"
-  type: Ready
-- lastTransitionTime: {{{{ $now | Quote }}}}
-  reason: {reason}
-  status: "False"
-  type: ContainersReady
-containerStatuses:
-{{{{ range .spec.containers }}}}
+  type: {kind}
+""" for kind in kinds)
+
+
+def _container_statuses(field: str, state: str) -> str:
+    """`field` (containerStatuses, initContainerStatuses) for every container, not ready, in
+    `state` (the template lines under `state:`, which may use the range's `.`)."""
+    containers = "containers" if field == "containerStatuses" else "initContainers"
+    return f"""\
+{field}:
+{{{{ range .spec.{containers} }}}}
 - image: {{{{ .image | Quote }}}}
   name: {{{{ .name | Quote }}}}
   ready: false
-  restartCount: 0
   started: false
+{state}
+{{{{ end }}}}
+"""
+
+
+def _stage(name: str, expressions: list[dict], status: str, weight: int = 0) -> dict:
+    spec: dict = {"resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+                  "selector": {"matchExpressions": [
+                      {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}, *expressions]},
+                  "next": {"statusTemplate": status}}
+    if weight:
+        spec["weight"] = weight
+    return {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage", "metadata": {"name": name}, "spec": spec}
+
+
+def _annotation(key: str) -> str:
+    return f'.metadata.annotations["{key}"]'
+
+
+def _exit_stage(name: str, operator: str, phase: str, reason: str) -> dict:
+    terminated = f"""\
+  restartCount: 0
   state:
     terminated:
       exitCode: {{{{ $code }}}}
       finishedAt: {{{{ $now | Quote }}}}
-      reason: {"Completed" if phase == "Succeeded" else "Error"}
-{{{{ end }}}}
+      reason: {"Completed" if phase == "Succeeded" else "Error"}"""
+    status = f"""\
+{{{{ $now := Now }}}}
+{{{{ $code := index .metadata.annotations "{EXIT_CODE_ANNOTATION}" }}}}
+conditions:
+{_false_conditions(reason, "Ready", "ContainersReady")}\
+{_container_statuses("containerStatuses", terminated)}\
 phase: {phase}
 """
-    return {
-        "apiVersion": "kwok.x-k8s.io/v1alpha1",
-        "kind": "Stage",
-        "metadata": {"name": name},
-        "spec": {
-            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-            "selector": {"matchExpressions": [
-                {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
-                {"key": ".status.phase", "operator": "In", "values": ["Running"]},
-                {"key": annotation, "operator": "Exists"},
-                {"key": annotation, "operator": operator, "values": ["0"]},
-            ]},
-            "next": {"statusTemplate": status},
-        },
-    }
+    annotation = _annotation(EXIT_CODE_ANNOTATION)
+    return _stage(name, [{"key": ".status.phase", "operator": "In", "values": ["Running"]},
+                         {"key": annotation, "operator": "Exists"},
+                         {"key": annotation, "operator": operator, "values": ["0"]}], status)
 
 
 EXIT_STAGES = (
@@ -115,23 +134,109 @@ EXIT_STAGES = (
     _exit_stage("traindeploy-pod-exit-failure", "NotIn", "Failed", "PodFailed"),
 )
 
+# A model whose storage cannot be fetched: a pod KServe made for this storage URI (the annotation
+# its controller puts on predictor pods) never starts, because its storage initializer
+# crash-loops, exiting with UNFETCHABLE_EXIT_CODE, as the kubelet reports it.
+STORAGE_URI_ANNOTATION = "internal.serving.kserve.io/storage-initializer-sourceuri"
+UNFETCHABLE_STORAGE_URI = "s3://traindeploy-test/unfetchable/model"
+STORAGE_INITIALIZER = "storage-initializer"
+UNFETCHABLE_EXIT_CODE = 3
+INIT_FAILURE_MESSAGE = "the test made this storage unfetchable"
 
-class Kwok(processes.LocalServer):
+
+def _init_failure_stage() -> dict:
+    crash_loop = f"""\
+{{{{ if eq .name "{STORAGE_INITIALIZER}" }}}}
+  restartCount: 1
+  lastState:
+    terminated:
+      exitCode: {UNFETCHABLE_EXIT_CODE}
+      finishedAt: {{{{ $now | Quote }}}}
+      message: {INIT_FAILURE_MESSAGE}
+      reason: Error
+      startedAt: {{{{ $now | Quote }}}}
+  state:
+    waiting:
+      reason: CrashLoopBackOff
+{{{{ else }}}}
+  restartCount: 0
+  state:
+    waiting:
+      reason: PodInitializing
+{{{{ end }}}}"""
+    initializing = """\
+  restartCount: 0
+  state:
+    waiting:
+      reason: PodInitializing"""
+    # Its times are the pod's creation: see the weight below.
+    status = f"""\
+{{{{ $now := .metadata.creationTimestamp }}}}
+conditions:
+- lastTransitionTime: {{{{ $now | Quote }}}}
+  status: "True"
+  type: PodScheduled
+{_false_conditions("ContainersNotInitialized", "Initialized", "Ready", "ContainersReady")}\
+{_container_statuses("initContainerStatuses", crash_loop)}{_container_statuses("containerStatuses", initializing)}\
+phase: Pending
+"""
+    # Chosen over KWOK's pod-ready Stage, which matches the same pods with no weight. The pod still
+    # matches once patched, but the status is the same each time, so that patch changes nothing.
+    return _stage("traindeploy-pod-init-failure", [
+        {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
+        {"key": _annotation(STORAGE_URI_ANNOTATION), "operator": "In", "values": [UNFETCHABLE_STORAGE_URI]}],
+        status, weight=1)
+
+
+POD_STAGES = (*EXIT_STAGES, _init_failure_stage())
+
+
+class UpstreamServer(processes.LocalServer):
+    """An upstream controller against `cp`, run from the binaries of one wrapper build, with its
+    data files read from the module it pins (`module_dir`)."""
+
+    def __init__(self, cp: ControlPlane, workdir: Path | None, bin_dir: Path | None, build: tools.GoBuild,
+                 module_path: str) -> None:
+        self.cp = cp
+        self._owns_workdir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"traindeploy-{build.name}-"))
+        self.bin_dir = bin_dir or tools.go_bin_dir(build)
+        self.module_dir = tools.go_module_dir(build, module_path)
+        self.logfile = self.workdir / f"{build.name}.log"
+        self._procs: list[subprocess.Popen] = []
+
+    def _start_manager(self, binary: str, args: list[str], timeout: float,
+                       env: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """A controller-runtime manager of the wrapper modules' flags: its webhook server on
+        127.0.0.1 with a self-signed certificate, metrics off. Returns the webhook port and the
+        certificate (the CA bundle of its registration) once /readyz answers."""
+        certs = self_signed_certificate(self.workdir / "certs")
+        webhook_port, probe_port = processes.free_port(), processes.free_port()
+        argv = [str(self.bin_dir / binary), *args,
+                "--webhook-host=127.0.0.1", f"--webhook-server-port={webhook_port}",
+                f"--webhook-cert-dir={certs}",
+                f"--health-probe-bind-address=127.0.0.1:{probe_port}",
+                "--metrics-bind-address=0",
+                "--zap-log-level=info"]
+        env = {"KUBECONFIG": str(self.cp.kubeconfig), "HOME": str(self.workdir), "PATH": "/usr/bin:/bin",
+               **(env or {})}
+        proc = processes.start(argv, self.logfile, env=env)
+        self._procs.append(proc)
+        processes.wait_until(lambda: http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
+                             f"{binary} /readyz", proc, self.logfile)
+        return webhook_port, (certs / "tls.crt").read_bytes()
+
+
+class Kwok(UpstreamServer):
     """KWOK's controller against `cp`: it manages the Nodes made with `add_node`."""
 
     def __init__(self, cp: ControlPlane, workdir: Path | None = None, bin_dir: Path | None = None) -> None:
-        self.cp = cp
-        self._owns_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="traindeploy-kwok-"))
-        self.bin_dir = bin_dir or tools.kwok_bin_dir()
-        self.module_dir = tools.go_module_dir(tools.KWOK, KWOK_MODULE_PATH)
-        self.logfile = self.workdir / "kwok.log"
-        self._procs: list[subprocess.Popen] = []
+        super().__init__(cp, workdir, bin_dir, tools.KWOK, KWOK_MODULE_PATH)
 
     def _start(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         ours = self.workdir / "traindeploy-stages.yaml"
-        ours.write_text(yaml.safe_dump_all(EXIT_STAGES, sort_keys=False))
+        ours.write_text(yaml.safe_dump_all(POD_STAGES, sort_keys=False))
         configs = [self.module_dir / stage for stage in KWOK_STAGES] + [ours]
         missing = [str(path) for path in configs if not path.is_file()]
         if missing:
@@ -192,7 +297,7 @@ def _node_schedulable(node: dict) -> bool:
         taint.get("key", "").startswith("node.kubernetes.io/") for taint in taints)
 
 
-class TrainingOperator(processes.LocalServer):
+class TrainingOperator(UpstreamServer):
     """The Training Operator v1 against `cp`, with only the given job kinds enabled.
 
     It installs those kinds' CRDs from the module, serves its validating webhook on 127.0.0.1
@@ -202,15 +307,9 @@ class TrainingOperator(processes.LocalServer):
 
     def __init__(self, cp: ControlPlane, workdir: Path | None = None, bin_dir: Path | None = None,
                  schemes: tuple[str, ...] = ("pytorchjob",)) -> None:
-        self.cp = cp
-        self._owns_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="traindeploy-training-operator-"))
-        self.bin_dir = bin_dir or tools.training_operator_bin_dir()
-        self.module_dir = tools.go_module_dir(tools.TRAINING_OPERATOR, TRAINING_OPERATOR_MODULE_PATH)
+        super().__init__(cp, workdir, bin_dir, tools.TRAINING_OPERATOR, TRAINING_OPERATOR_MODULE_PATH)
         self.schemes = schemes
-        self.logfile = self.workdir / "training-operator.log"
         self.webhook_configuration = "traindeploy-test-training-operator"
-        self._procs: list[subprocess.Popen] = []
 
     @property
     def crd_files(self) -> list[Path]:
@@ -220,22 +319,10 @@ class TrainingOperator(processes.LocalServer):
     def _start(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cp.install_crds(*self.crd_files)
-        certs = self.workdir / "certs"
-        self_signed_certificate(certs)
-        webhook_port, probe_port = processes.free_port(), processes.free_port()
-        argv = [str(self.bin_dir / "training-operator"),
-                *(f"--enable-scheme={scheme}" for scheme in self.schemes),
-                "--webhook-host=127.0.0.1", f"--webhook-server-port={webhook_port}",
-                f"--webhook-cert-dir={certs}",
-                f"--health-probe-bind-address=127.0.0.1:{probe_port}",
-                "--metrics-bind-address=0",
-                "--zap-log-level=info", "--zap-devel=false"]
-        env = {"KUBECONFIG": str(self.cp.kubeconfig), "HOME": str(self.workdir), "PATH": "/usr/bin:/bin"}
-        proc = processes.start(argv, self.logfile, env=env)
-        self._procs.append(proc)
-        processes.wait_until(lambda: http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
-                             "training-operator /readyz", proc, self.logfile)
-        self._register_webhook(webhook_port, (certs / "tls.crt").read_bytes())
+        port, certificate = self._start_manager(
+            "training-operator", [*(f"--enable-scheme={scheme}" for scheme in self.schemes), "--zap-devel=false"],
+            timeout)
+        self._register_webhook(port, certificate)
 
     def _register_webhook(self, port: int, ca: bytes) -> None:
         manifest = self.module_dir / "manifests" / "base" / "webhook" / "manifests.yaml"
@@ -280,19 +367,20 @@ class TrainingOperator(processes.LocalServer):
                             "--ignore-not-found", check=False, timeout=30)
 
 
-def self_signed_certificate(directory: Path) -> None:
-    """`tls.crt` and `tls.key` for a webhook server on 127.0.0.1; the certificate is its own CA."""
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status == 200
+
+
+def self_signed_certificate(directory: Path) -> Path:
+    """`directory` with tls.crt and tls.key for 127.0.0.1, for a webhook registered by URL."""
     directory.mkdir(parents=True, exist_ok=True)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
                     "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(directory / "tls.key"), "-out", str(directory / "tls.crt")],
                    check=True, capture_output=True)
-
-
-def http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return response.status == 200
+    return directory
 
 
 def wait_for(read, predicate=bool, timeout: float = 60.0, what: str = "condition", interval: float = 0.2):
@@ -309,13 +397,14 @@ def wait_for(read, predicate=bool, timeout: float = 60.0, what: str = "condition
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m harness.upstream up`: the upstream tier's cluster (control plane with
-    kube-scheduler, KWOK with two 8-GPU nodes, the Training Operator, Katib) until interrupted."""
+    kube-scheduler, KWOK with two 8-GPU nodes, the Training Operator, Katib, KServe) until interrupted."""
     import argparse
     import signal
     import threading
 
     from harness.paths import OUR_CRDS
     from harness.upstream_katib import Katib
+    from harness.upstream_kserve import KServe
 
     parser = argparse.ArgumentParser(prog="python -m harness.upstream")
     parser.add_argument("command", choices=["up"])
@@ -335,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 kwok.add_node(name, gpus=8)
             kwok.wait_nodes_ready(names)
-            with TrainingOperator(cp, workdir=workdir / "training-operator"), Katib(cp, workdir=workdir / "katib"):
+            with TrainingOperator(cp, workdir=workdir / "training-operator"), Katib(cp, workdir=workdir / "katib"), \
+                    KServe(cp, workdir=workdir / "kserve"):
                 print(f"logs in {workdir}", flush=True)
                 print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
                 stopping.wait()

@@ -12,8 +12,9 @@ set-up differs from an in-cluster install: no cert generator (the harness hands 
 self-signed certificate for 127.0.0.1) and no webhook port (a flag gives a free one).
 
 The suggestion services are images (Python gRPC servers) and do not run here: Katib creates a
-suggestion Deployment and Service for each Experiment, but without the deployment controller
-(see UPSTREAM_KCM_CONTROLLERS) the Deployment stays unavailable, so the Suggestion stays
+suggestion Deployment and Service for each Experiment, and the config gives each suggestion
+container a CPU request no fake node can hold, so its pod stays Pending and the Deployment
+unavailable (the tier runs the deployment controller for KServe), the Suggestion stays
 `DeploymentReady=False` and no Trial is created. Upstream's suggestion controller would otherwise
 call the unreachable service with a 60-second deadline on every reconcile.
 """
@@ -25,14 +26,13 @@ import copy
 import json
 import logging
 import subprocess
-import tempfile
 from pathlib import Path
 
 import yaml
 
 from harness import processes, tools
 from harness.controlplane import ControlPlane
-from harness.upstream import http_ok, self_signed_certificate
+from harness.upstream import UpstreamServer
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ CONFIG_KEY = "katib-config.yaml"
 INJECTION_LABEL = "katib.kubeflow.org/metrics-collector-injection"
 VALIDATING_WEBHOOK = "validator.experiment.katib.kubeflow.org"
 
+# More than any fake node of the tier offers: suggestion pods stay Pending (see the docstring).
+UNSCHEDULABLE_CPU = "1000"
+
 _MANIFESTS = Path("manifests") / "v1beta1"
 CRD_FILES = tuple(_MANIFESTS / "components" / "crd" / f"{name}.yaml" for name in ("experiment", "suggestion", "trial"))
 NAMESPACE_FILE = _MANIFESTS / "components" / "namespace" / "namespace.yaml"
@@ -55,27 +58,23 @@ CONFIG_FILE = _MANIFESTS / "installs" / "katib-standalone" / "katib-config.yaml"
 def test_config(standalone: dict) -> dict:
     """The standalone install's KatibConfig as this set-up needs it: the cert generator off and
     the webhook port left to the command line; trial resources, metrics collectors and
-    suggestion images exactly as shipped."""
+    suggestion images as shipped, their pods asking for more CPU than a node has (see above)."""
     config = copy.deepcopy(standalone)
     init = config.setdefault("init", {})
     init["certGenerator"] = {"enable": False}
     init.setdefault("controller", {}).pop("webhookPort", None)
+    for suggestion in (config.get("runtime") or {}).get("suggestions") or []:
+        suggestion["resources"] = {"requests": {"cpu": UNSCHEDULABLE_CPU}, "limits": {"cpu": UNSCHEDULABLE_CPU}}
     return config
 
 
-class Katib(processes.LocalServer):
+class Katib(UpstreamServer):
     """Katib's controller against `cp`, with its webhooks registered by URL."""
 
     def __init__(self, cp: ControlPlane, workdir: Path | None = None, bin_dir: Path | None = None) -> None:
-        self.cp = cp
-        self._owns_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="traindeploy-katib-"))
-        self.bin_dir = bin_dir or tools.katib_bin_dir()
-        self.module_dir = tools.go_module_dir(tools.KATIB, KATIB_MODULE_PATH)
+        super().__init__(cp, workdir, bin_dir, tools.KATIB, KATIB_MODULE_PATH)
         self.config = test_config(yaml.safe_load((self.module_dir / CONFIG_FILE).read_text()))
-        self.logfile = self.workdir / "katib-controller.log"
         self.webhook_configuration = "traindeploy-test-katib"
-        self._procs: list[subprocess.Popen] = []
 
     def suggestion_image(self, algorithm: str) -> str:
         (image,) = [item["image"] for item in self.config["runtime"]["suggestions"]
@@ -97,19 +96,9 @@ class Katib(processes.LocalServer):
                       "metadata": {"name": CONFIG_MAP, "namespace": KATIB_NAMESPACE},
                       "data": {CONFIG_KEY: config_text}}
         self.cp.kubectl_run("apply", "--server-side", "-f", "-", input=json.dumps(config_map))
-        certs = self.workdir / "certs"
-        self_signed_certificate(certs)
-        webhook_port, probe_port = processes.free_port(), processes.free_port()
-        argv = [str(self.bin_dir / "katib-controller"), f"--katib-config={config_file}",
-                "--webhook-host=127.0.0.1", f"--webhook-server-port={webhook_port}",
-                f"--webhook-cert-dir={certs}", f"--health-probe-bind-address=127.0.0.1:{probe_port}",
-                "--metrics-bind-address=0", "--zap-log-level=info", "--zap-devel=false"]
-        env = {"KUBECONFIG": str(self.cp.kubeconfig), "HOME": str(self.workdir), "PATH": "/usr/bin:/bin"}
-        proc = processes.start(argv, self.logfile, env=env)
-        self._procs.append(proc)
-        processes.wait_until(lambda: http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
-                             "katib-controller /readyz", proc, self.logfile)
-        self._register_webhooks(webhook_port, (certs / "tls.crt").read_bytes())
+        port, certificate = self._start_manager(
+            "katib-controller", [f"--katib-config={config_file}", "--zap-devel=false"], timeout)
+        self._register_webhooks(port, certificate)
         self._wait_webhooks_enforced()
 
     def _register_webhooks(self, port: int, ca: bytes) -> None:

@@ -261,6 +261,17 @@ class FakeMlflow:
             self.logged_models[run_id] = {"model_id": f"m-{run_id}", "status": model_status}
 
 
+class ProbedUrls:
+    """An HTTP session that answers 200 to every probe and remembers where it was sent."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def request(self, method, url, **kwargs):
+        self.urls.append(url)
+        return type("Response", (), {"status_code": 200})()
+
+
 def environment(kube_api: FakeKube | None = None, mlflow: FakeMlflow | None = None, clock: Clock | None = None,
                 **config) -> Environment:
     settings = {"mlflow_tracking_uri": "http://127.0.0.1:5000", "poll_interval": 30.0, **config}

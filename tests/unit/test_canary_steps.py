@@ -9,7 +9,7 @@ import pytest
 
 from traindeploy import serving
 from traindeploy.results import Done, Fail, Wait
-from unit.fakes import Clock, FakeKube, FakeMlflow, environment, minimal_spec, run_stage, traindeploy
+from unit.fakes import Clock, FakeKube, FakeMlflow, ProbedUrls, environment, minimal_spec, run_stage, traindeploy
 
 STABLE, CANARY = "1", "2"
 
@@ -111,17 +111,6 @@ class Rollout:
 
     def reasons(self) -> list[str]:
         return [e.reason for e in self.events]
-
-
-class ProbedUrls:
-    """An HTTP session that answers 200 to every probe and remembers where it was sent."""
-
-    def __init__(self) -> None:
-        self.urls: list[str] = []
-
-    def request(self, method, url, **kwargs):
-        self.urls.append(url)
-        return type("Response", (), {"status_code": 200})()
 
 
 PROBE = {"path": "/v2/models/churn/infer", "body": "{}"}

@@ -1,8 +1,9 @@
 """The upstream tier: the real upstream controllers on a control plane of its own.
 
-kube-scheduler binds pods to fake Nodes that KWOK plays, and the Training Operator v1.9.2
-reconciles PyTorchJobs (see harness.upstream); Katib v0.19.0's controller and webhooks admit and
-reconcile Experiments (harness.upstream_katib). The session control plane of the other tiers is
+kube-scheduler binds pods to fake Nodes that KWOK plays, the Training Operator v1.9.2
+reconciles PyTorchJobs (see harness.upstream), Katib v0.19.0's controller and webhooks admit and
+reconcile Experiments (harness.upstream_katib) and KServe v0.20.0 InferenceServices in Standard
+mode (harness.upstream_kserve). The session control plane of the other tiers is
 not used here: its PyTorchJob CRD is another version's.
 
 `api_client` is overridden for this directory, so the root `namespace` fixture makes each test's
@@ -17,6 +18,7 @@ from harness.controlplane import ControlPlane
 from harness.paths import OUR_CRDS
 from harness.upstream import Kwok, TrainingOperator, UPSTREAM_KCM_CONTROLLERS
 from harness.upstream_katib import Katib
+from harness.upstream_kserve import KServe
 
 # Two fake GPU nodes of 8 GPUs each; the product label is what tests/children/samples.py selects.
 GPUS_PER_NODE = 8
@@ -65,3 +67,10 @@ def katib(upstream_control_plane, tmp_path_factory):
     so it does not wait for the Training Operator's."""
     with Katib(upstream_control_plane, workdir=tmp_path_factory.mktemp("katib")) as katib:
         yield katib
+
+
+@pytest.fixture(scope="session")
+def kserve(upstream_control_plane, kwok, tmp_path_factory):
+    """KServe v0.20.0 in Standard mode (harness.upstream_kserve): its pods run on KWOK's nodes."""
+    with KServe(upstream_control_plane, workdir=tmp_path_factory.mktemp("kserve")) as kserve:
+        yield kserve

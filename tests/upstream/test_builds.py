@@ -11,10 +11,12 @@ import pytest
 from harness import tools
 from harness.upstream import KWOK_MODULE_PATH, TRAINING_OPERATOR_MODULE_PATH
 from harness.upstream_katib import KATIB_MODULE_PATH
+from harness.upstream_kserve import KSERVE_MODULE_PATH
 
 PINNED = {tools.KWOK: (KWOK_MODULE_PATH, "v0.8.0"),
           tools.TRAINING_OPERATOR: (TRAINING_OPERATOR_MODULE_PATH, "v1.9.2"),
-          tools.KATIB: (KATIB_MODULE_PATH, "v0.19.0")}
+          tools.KATIB: (KATIB_MODULE_PATH, "v0.19.0"),
+          tools.KSERVE: (KSERVE_MODULE_PATH, "v0.20.0")}
 
 
 @pytest.mark.parametrize("build", list(PINNED), ids=lambda build: build.name)

@@ -9,8 +9,8 @@ controller and webhooks (harness.upstream_katib).
 - The controller: for each algorithm it creates the Suggestion we expect and the suggestion
   Deployment and Service, with the image the module's katib-config names for the algorithm.
   The suggestion services are container images (gRPC servers in Python and Go) and cannot run
-  here: without the deployment controller the suggestion Deployment never becomes available, so
-  the Suggestion stays `DeploymentReady=False`, no Trial is created, and the Experiment stays in
+  here: their pods ask for more CPU than a fake node has (harness.upstream_katib), so the
+  suggestion Deployment never becomes available, the Suggestion stays `DeploymentReady=False`, no Trial is created, and the Experiment stays in
   the state it reaches first. That state is compared with the fast stand-in's
   (traindeploy.dev.status.katib.created), field by field and by our reader's verdict. The pod
   webhook is registered too but acts only on the pods of Trials' jobs, so nothing here reaches it.
@@ -271,7 +271,7 @@ def test_suggestion_runs_the_image_katib_config_names(reconciled, katib, algorit
     assert container["image"].endswith(":v0.19.0")
     assert [(port["name"], port["port"]) for port in service["spec"]["ports"]] == [("suggestion-api", 6789)]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["match_labels"]
-    # Without the deployment controller nothing ever reports the Deployment available.
+    # Its pod cannot be scheduled: nothing ever reports the Deployment available.
     assert not (deployment.get("status") or {}).get("available_replicas")
 
 
