@@ -12,6 +12,7 @@ CONTROLPLANE_MODULE = REPO_ROOT / "tests" / "controlplane"
 # The upstream tier's Go wrapper modules, one per upstream project (their library versions differ).
 KWOK_MODULE = REPO_ROOT / "tests" / "upstream" / "kwok"
 TRAINING_OPERATOR_MODULE = REPO_ROOT / "tests" / "upstream" / "training-operator"
+TRAINER_MODULE = REPO_ROOT / "tests" / "upstream" / "trainer"
 OUR_CRDS = REPO_ROOT / "crds"
 
 UPSTREAM_CRDS_ENV = "TRAINDEPLOY_UPSTREAM_CRDS"

