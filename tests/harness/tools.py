@@ -55,11 +55,11 @@ class GoBuild:
 
 
 def go_build_key(build: "GoBuild", module: Path | None = None) -> str:
-    """The cache key: go.sum pins every module; go.mod, the mains and the build flags pick what
-    gets built."""
+    """The cache key: go.sum pins every module; go.mod, the wrapper's own Go files (the mains and
+    any package they share) and the build flags pick what gets built."""
     module = module or build.module
     digest = hashlib.sha256(" ".join(build.command("OUT")).encode())
-    sources = [module / "go.sum", module / "go.mod", *sorted(module.glob("cmd/*/main.go"))]
+    sources = [module / "go.sum", module / "go.mod", *sorted(module.rglob("*.go"))]
     for source in sources:
         digest.update(source.relative_to(module).as_posix().encode() + b"\0")
         digest.update(source.read_bytes() + b"\0")
