@@ -38,21 +38,22 @@ TRAINING_OPERATOR_MODULE_PATH = "github.com/kubeflow/training-operator"
 
 # The node lifecycle controller lifts the not-ready taint the apiserver puts on every new Node
 # (admission plugin TaintNodesByCondition) once KWOK reports it Ready, as on a real cluster.
+# JobSet (under Trainer v2) makes batch Jobs, and the job controller makes their pods.
 UPSTREAM_KCM_CONTROLLERS = ("garbage-collector-controller,namespace-controller,"
-                            "node-lifecycle-controller")
+                            "node-lifecycle-controller,job-controller")
 
 # Nodes KWOK manages carry this annotation; other Nodes (none here) would be left alone.
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 # KWOK's own Stages as the module ships them (kustomize/stage/...): Nodes become Ready and keep a
-# Lease; pods go Running and Ready at once, pods of a batch Job complete, deleted pods go away.
-# Passing any Stage replaces KWOK's built-in set, so the ones we want are listed here.
+# Lease; pods go Running and Ready at once, deleted pods go away. Passing any Stage replaces
+# KWOK's built-in set, so the ones we want are listed here. Not its pod-complete Stage, which ends
+# every pod a batch Job owns at once: JobSet's pods (under Trainer v2) end when a test says so.
 KWOK_STAGES = (
     "kustomize/stage/node/fast/node-initialize.yaml",
     "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
     "kustomize/stage/pod/fast/pod-ready.yaml",
-    "kustomize/stage/pod/fast/pod-complete.yaml",
     "kustomize/stage/pod/fast/pod-delete.yaml",
 )
 
@@ -146,7 +147,7 @@ class Kwok(processes.LocalServer):
         env = {"HOME": str(self.workdir), "PATH": "/usr/bin:/bin"}
         proc = processes.start(argv, self.logfile, env=env)
         self._procs.append(proc)
-        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{port}/healthz"), timeout,
+        processes.wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/healthz"), timeout,
                              "kwok /healthz", proc, self.logfile)
 
 
@@ -189,44 +190,42 @@ def _node_schedulable(node: dict) -> bool:
         taint.get("key", "").startswith("node.kubernetes.io/") for taint in taints)
 
 
-class TrainingOperator(processes.LocalServer):
-    """The Training Operator v1 against `cp`, with only the given job kinds enabled.
+class WebhookManager(processes.LocalServer):
+    """A controller-runtime manager of the upstream tier against `cp`, from one of the wrapper
+    mains (they all take the flags below): it installs `crd_files`, serves its admission webhooks
+    on 127.0.0.1 with a self-signed certificate, and registers them by URL (`clientConfig.url`)
+    from the module's own webhook manifests (`_register_webhooks`)."""
 
-    It installs those kinds' CRDs from the module, serves its validating webhook on 127.0.0.1
-    with a self-signed certificate, and registers it by URL (`clientConfig.url`) from the
-    module's own webhook manifest.
-    """
+    binary: str
 
-    def __init__(self, cp: ControlPlane, workdir: Path | None = None, bin_dir: Path | None = None,
-                 schemes: tuple[str, ...] = ("pytorchjob",)) -> None:
+    def __init__(self, cp: ControlPlane, workdir: Path | None, bin_dir: Path, module_dir: Path) -> None:
         self.cp = cp
         self._owns_workdir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="traindeploy-training-operator-"))
-        self.bin_dir = bin_dir or tools.training_operator_bin_dir()
-        self.module_dir = tools.go_module_dir(tools.TRAINING_OPERATOR, TRAINING_OPERATOR_MODULE_PATH)
-        self.schemes = schemes
-        self.logfile = self.workdir / "training-operator.log"
-        self.webhook_configuration = "traindeploy-test-training-operator"
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"traindeploy-{self.binary}-"))
+        self.bin_dir = bin_dir
+        self.module_dir = module_dir
+        self.logfile = self.workdir / f"{self.binary}.log"
+        self.webhook_configuration = f"traindeploy-test-{self.binary}"
         self._procs: list[subprocess.Popen] = []
 
     @property
     def crd_files(self) -> list[Path]:
-        return [self.module_dir / "manifests" / "base" / "crds" / f"kubeflow.org_{scheme}s.yaml"
-                for scheme in self.schemes]
+        raise NotImplementedError
+
+    def _args(self) -> list[str]:
+        """The manager's own flags, besides the ones every wrapper main takes."""
+        return []
+
+    def _register_webhooks(self, port: int, ca: bytes) -> None:
+        raise NotImplementedError
 
     def _start(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cp.install_crds(*self.crd_files)
         certs = self.workdir / "certs"
-        certs.mkdir(exist_ok=True)
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
-                        "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                        "-keyout", str(certs / "tls.key"), "-out", str(certs / "tls.crt")],
-                       check=True, capture_output=True)
+        ca = self_signed_cert(certs)
         webhook_port, probe_port = processes.free_port(), processes.free_port()
-        argv = [str(self.bin_dir / "training-operator"),
-                *(f"--enable-scheme={scheme}" for scheme in self.schemes),
+        argv = [str(self.bin_dir / self.binary), *self._args(),
                 "--webhook-host=127.0.0.1", f"--webhook-server-port={webhook_port}",
                 f"--webhook-cert-dir={certs}",
                 f"--health-probe-bind-address=127.0.0.1:{probe_port}",
@@ -235,11 +234,35 @@ class TrainingOperator(processes.LocalServer):
         env = {"KUBECONFIG": str(self.cp.kubeconfig), "HOME": str(self.workdir), "PATH": "/usr/bin:/bin"}
         proc = processes.start(argv, self.logfile, env=env)
         self._procs.append(proc)
-        processes.wait_until(lambda: _http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
-                             "training-operator /readyz", proc, self.logfile)
-        self._register_webhook(webhook_port, (certs / "tls.crt").read_bytes())
+        processes.wait_until(lambda: http_ok(f"http://127.0.0.1:{probe_port}/readyz"), timeout,
+                             f"{self.binary} /readyz", proc, self.logfile)
+        self._register_webhooks(webhook_port, ca)
 
-    def _register_webhook(self, port: int, ca: bytes) -> None:
+
+class TrainingOperator(WebhookManager):
+    """The Training Operator v1 against `cp`, with only the given job kinds enabled.
+
+    It installs those kinds' CRDs from the module and registers its validating webhook from the
+    module's own webhook manifest.
+    """
+
+    binary = "training-operator"
+
+    def __init__(self, cp: ControlPlane, workdir: Path | None = None, bin_dir: Path | None = None,
+                 schemes: tuple[str, ...] = ("pytorchjob",)) -> None:
+        super().__init__(cp, workdir, bin_dir or tools.training_operator_bin_dir(),
+                         tools.go_module_dir(tools.TRAINING_OPERATOR, TRAINING_OPERATOR_MODULE_PATH))
+        self.schemes = schemes
+
+    @property
+    def crd_files(self) -> list[Path]:
+        return [self.module_dir / "manifests" / "base" / "crds" / f"kubeflow.org_{scheme}s.yaml"
+                for scheme in self.schemes]
+
+    def _args(self) -> list[str]:
+        return [f"--enable-scheme={scheme}" for scheme in self.schemes]
+
+    def _register_webhooks(self, port: int, ca: bytes) -> None:
         manifest = self.module_dir / "manifests" / "base" / "webhook" / "manifests.yaml"
         (upstream,) = [doc for doc in yaml.safe_load_all(manifest.read_text())
                        if doc and doc["kind"] == "ValidatingWebhookConfiguration"]
@@ -248,9 +271,7 @@ class TrainingOperator(processes.LocalServer):
         for webhook in upstream["webhooks"]:
             if not plurals & {resource for rule in webhook["rules"] for resource in rule["resources"]}:
                 continue
-            path = webhook["clientConfig"]["service"]["path"]
-            webhooks.append({**webhook, "clientConfig": {
-                "url": f"https://127.0.0.1:{port}{path}", "caBundle": base64.b64encode(ca).decode()}})
+            webhooks.append(webhook_by_url(webhook, port, ca))
         if len(webhooks) != len(plurals):
             raise RuntimeError(f"{manifest} has no webhook for some of {sorted(plurals)}")
         configuration = {"apiVersion": "admissionregistration.k8s.io/v1",
@@ -282,7 +303,27 @@ class TrainingOperator(processes.LocalServer):
                             "--ignore-not-found", check=False, timeout=30)
 
 
-def _http_ok(url: str) -> bool:
+def self_signed_cert(directory: Path) -> bytes:
+    """Writes tls.key and a self-signed tls.crt for 127.0.0.1 into `directory` (the file names
+    controller-runtime's webhook server reads); returns the certificate, the webhooks' CA bundle."""
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                    "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(directory / "tls.key"), "-out", str(directory / "tls.crt")],
+                   check=True, capture_output=True)
+    return (directory / "tls.crt").read_bytes()
+
+
+def webhook_by_url(webhook: dict, port: int, ca: bytes) -> dict:
+    """An upstream webhook entry that names its in-cluster Service, pointed at 127.0.0.1:`port`
+    instead (same path), trusting `ca`."""
+    path = webhook["clientConfig"]["service"]["path"]
+    return {**webhook, "clientConfig": {"url": f"https://127.0.0.1:{port}{path}",
+                                        "caBundle": base64.b64encode(ca).decode()}}
+
+
+def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.status == 200
 

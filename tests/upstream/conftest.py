@@ -1,8 +1,9 @@
 """The upstream tier: the real upstream controllers on a control plane of its own.
 
 kube-scheduler binds pods to fake Nodes that KWOK plays, and the Training Operator v1.9.2
-reconciles PyTorchJobs (see harness.upstream). The session control plane of the other tiers is
-not used here: its PyTorchJob CRD is another version's.
+reconciles PyTorchJobs (see harness.upstream); Kubeflow Trainer v2.3.0 reconciles TrainJobs
+through JobSet and the job controller (harness.upstream_trainer). The session control plane of the
+other tiers is not used here: its PyTorchJob CRD is another version's.
 
 `api_client` is overridden for this directory, so the root `namespace` fixture makes each test's
 namespace on this tier's cluster.
@@ -15,6 +16,7 @@ import pytest
 from harness.controlplane import ControlPlane
 from harness.paths import OUR_CRDS
 from harness.upstream import Kwok, TrainingOperator, UPSTREAM_KCM_CONTROLLERS
+from harness.upstream_trainer import JobSet, Trainer
 
 # Two fake GPU nodes of 8 GPUs each; the product label is what tests/children/samples.py selects.
 GPUS_PER_NODE = 8
@@ -54,3 +56,17 @@ def api_client(upstream_control_plane):
     client = config.new_client_from_config(config_file=str(upstream_control_plane.kubeconfig))
     yield client
     client.close()
+
+
+# Kubeflow Trainer v2 over JobSet (harness.upstream_trainer), with the module's torch-distributed
+# runtime installed.
+@pytest.fixture(scope="session")
+def jobset(upstream_control_plane, kwok, tmp_path_factory):
+    with JobSet(upstream_control_plane, workdir=tmp_path_factory.mktemp("jobset")) as jobset:
+        yield jobset
+
+
+@pytest.fixture(scope="session")
+def trainer(upstream_control_plane, jobset, tmp_path_factory):
+    with Trainer(upstream_control_plane, workdir=tmp_path_factory.mktemp("trainer")) as trainer:
+        yield trainer
