@@ -12,6 +12,7 @@ Their own control plane, because the PyTorchJob CRD of the Training Operator we 
 not the one the session control plane installs from the shared upstream CRDs (v1.9.4). Every
 upstream data file (CRDs, KWOK's Stages, the webhook manifest) is read from the Go module cache,
 at the version the wrapper module under tests/upstream/ pins; none is copied into the project.
+Kubeflow Trainer v2 and JobSet, on the same cluster, are in harness.upstream_trainer.
 """
 
 from __future__ import annotations
@@ -342,12 +343,14 @@ def wait_for(read, predicate=bool, timeout: float = 60.0, what: str = "condition
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m harness.upstream up`: the upstream tier's cluster (control plane with
-    kube-scheduler, KWOK with two 8-GPU nodes, the Training Operator) until interrupted."""
+    kube-scheduler, KWOK with two 8-GPU nodes, the Training Operator, JobSet and Trainer v2 with
+    its torch-distributed runtime) until interrupted."""
     import argparse
     import signal
     import threading
 
     from harness.paths import OUR_CRDS
+    from harness.upstream_trainer import JobSet, Trainer  # it builds on this module
 
     parser = argparse.ArgumentParser(prog="python -m harness.upstream")
     parser.add_argument("command", choices=["up"])
@@ -367,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 kwok.add_node(name, gpus=8)
             kwok.wait_nodes_ready(names)
-            with TrainingOperator(cp, workdir=workdir / "training-operator"):
+            with TrainingOperator(cp, workdir=workdir / "training-operator"), \
+                    JobSet(cp, workdir=workdir / "jobset"), Trainer(cp, workdir=workdir / "trainer"):
                 print(f"logs in {workdir}", flush=True)
                 print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
                 stopping.wait()
