@@ -16,7 +16,9 @@ import yaml
 from kubernetes import client
 
 from children.samples import GPU, TRAINING_TRAINJOB
-from traindeploy.children import FAILED, RUNNING, SUCCEEDED, trainjob
+from harness.upstream import wait_for
+from traindeploy import kubectl_plugin
+from traindeploy.children import FAILED, RUNNING, SUCCEEDED, katib, trainjob
 from traindeploy.dev.jobs import torch_distributed_runtime
 
 from . import trainjobs
@@ -100,6 +102,18 @@ def test_our_trainjob_runs_on_gpu_pods_with_the_trainers_env_and_completes(api_c
             "metadata.annotations['batch.kubernetes.io/job-completion-index']")
         assert pod.metadata.annotations["batch.kubernetes.io/job-completion-index"] == str(rank)
 
+    # What the kubectl plugin (logs) and Katib's trial template assume of the trainer's pods holds:
+    # the rank-0 pod is found by the JobSet's labels, and its container is `node`.
+    source = kubectl_plugin.log_source({"metadata": {"name": "churn", "namespace": namespace},
+                                        "status": {"training": {"kind": trainjob.KIND, "name": name}}})
+    listed = client.CoreV1Api(api_client).list_namespaced_pod(namespace, label_selector=source.selector).items
+    picked = kubectl_plugin.pick_log_pod(source, [api_client.sanitize_for_serialization(pod) for pod in listed])
+    assert picked["metadata"]["name"] == found[0].metadata.name
+    assert kubectl_plugin.log_container(source, picked) == trainjob.NODE
+    primary = katib.BACKENDS[trainjob.KIND]["primaryPodLabels"]
+    assert [pod.metadata.name for pod in found if primary.items() <= pod.metadata.labels.items()] == [
+        found[0].metadata.name]
+
     running = trainjobs.wait_running(api_client, namespace, name)
     assert trainjob.read(running).phase == RUNNING
     for pod in found:
@@ -125,6 +139,26 @@ def test_a_failing_node_pod_fails_the_trainjob(api_client, trainer, no_retry_run
     (job,) = client.BatchV1Api(api_client).list_namespaced_job(namespace).items
     assert [(c.type, c.reason) for c in job.status.conditions if c.type == "Failed"] == [
         ("Failed", "BackoffLimitExceeded")]
+
+
+def test_an_active_deadline_fails_the_trainjob_and_deletes_its_jobset(api_client, trainer, namespace):
+    """spec.activeDeadlineSeconds (the operator writes spec.training's): Trainer fails the running
+    TrainJob itself and deletes its JobSet, so that the pods give their GPUs back."""
+    name = "churn-g2"
+    training = {"backend": "TrainJob", "image": "ghcr.io/example/train:1.2", "gpus": 1, "activeDeadlineSeconds": 3}
+    built = trainjobs.build(api_client, namespace, name, training)
+    assert built["spec"]["activeDeadlineSeconds"] == 3
+    trainjobs.create(api_client, built)
+    trainjobs.wait_pods(api_client, namespace, name, count=1)
+    failed = trainjobs.wait_condition(api_client, namespace, name, "Failed", timeout=30)
+    message = "TrainJob exceeded its active deadline"
+    assert _true(failed) == [("Failed", "DeadlineExceeded", message)]
+    state = trainjob.read(failed)
+    assert (state.phase, state.reason, state.message) == (FAILED, "DeadlineExceeded", message)
+    # The garbage collector then takes the Job and its pods (20 to 30 s here, not waited for).
+    custom = client.CustomObjectsApi(api_client)
+    wait_for(lambda: custom.list_namespaced_custom_object("jobset.x-k8s.io", "v1alpha2", namespace, "jobsets"),
+             lambda listed: not listed["items"], timeout=10, what=f"Trainer to delete the JobSet of {name}")
 
 
 def test_the_operator_finds_the_v2_3_fields_in_the_real_crd(api_client, trainer, namespace):
