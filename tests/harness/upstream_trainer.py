@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import subprocess
 from pathlib import Path
 
@@ -24,8 +23,6 @@ import yaml
 from harness import processes, tools
 from harness.controlplane import ControlPlane
 from harness.upstream import WebhookManager, webhook_by_url
-
-log = logging.getLogger(__name__)
 
 TRAINER_MODULE_PATH = "github.com/kubeflow/trainer/v2"
 JOBSET_MODULE_PATH = "sigs.k8s.io/jobset"
@@ -43,8 +40,8 @@ def kustomized(directory: Path) -> list[dict]:
         target = patch.get("target") or {}
         operations = yaml.safe_load((directory / patch["path"]).read_text())
         for obj in objects:
-            if obj["kind"] == target.get("kind") and target.get("name", obj["metadata"]["name"]) == \
-                    obj["metadata"]["name"]:
+            name = obj["metadata"]["name"]
+            if obj["kind"] == target.get("kind") and target.get("name", name) == name:
                 json_patch(obj, operations)
     return objects
 

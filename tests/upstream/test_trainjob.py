@@ -2,8 +2,8 @@
 
 The TrainJob passes Trainer's webhooks; Trainer makes a JobSet, JobSet a batch Job, the job
 controller its pods, which run on KWOK's fake GPU nodes; the status our reader interprets is the
-one Trainer copied from the JobSet. The last tests hold the fast tiers' stand-in (tests/e2e/players.py,
-traindeploy/dev/status/training.py) to what the real controllers wrote.
+one Trainer copied from the JobSet. The last tests hold the fast tiers' stand-in
+(tests/e2e/players.py, traindeploy/dev/status/training.py) to what the real controllers wrote.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from traindeploy.children import FAILED, RUNNING, SUCCEEDED, katib, trainjob
 from traindeploy.dev.jobs import torch_distributed_runtime
 
 from . import trainjobs
-from .stand_ins import condition_shapes, stand_in_status, throwaway_namespaces
 from .conftest import NODES
+from .stand_ins import condition_shapes, stand_in_status, throwaway_namespaces
 
 pytestmark = pytest.mark.slow
 

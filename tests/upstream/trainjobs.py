@@ -9,12 +9,12 @@ from kubernetes import client
 from children.samples import GPU, INJECTED_ENV, meta
 from harness.upstream import Kwok, wait_for
 from traindeploy.children import trainjob
-
-from . import objects
 from traindeploy.config import OperatorConfig
 from traindeploy.context import Environment, Pass
 from traindeploy.kube import Kube
 from traindeploy.stages import trainer_api
+
+from . import objects
 
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
