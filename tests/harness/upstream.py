@@ -12,6 +12,7 @@ Their own control plane, because the PyTorchJob CRD of the Training Operator we 
 not the one the session control plane installs from the shared upstream CRDs (v1.9.4). Every
 upstream data file (CRDs, KWOK's Stages, the webhook manifest) is read from the Go module cache,
 at the version the wrapper module under tests/upstream/ pins; none is copied into the project.
+Kubeflow Trainer v2 and JobSet, on the same cluster, are in harness.upstream_trainer.
 """
 
 from __future__ import annotations
@@ -40,25 +41,26 @@ TRAINING_OPERATOR_MODULE_PATH = "github.com/kubeflow/training-operator"
 # (admission plugin TaintNodesByCondition) once KWOK reports it Ready, as on a real cluster.
 # KServe's Standard mode makes Deployments: their ReplicaSets and pods, and the Available and
 # Progressing conditions KServe reads, come from the deployment and replicaset controllers; the
-# endpointslice controller gives the predictor Service its endpoints. (Katib's suggestion
-# Deployments, images that cannot run here, ask for more CPU than any node has and stay
-# unavailable: harness.upstream_katib.)
+# endpointslice controller gives the predictor Service its endpoints. JobSet (under Trainer v2)
+# makes batch Jobs, and the job controller makes their pods. (Katib's suggestion Deployments,
+# images that cannot run here, ask for more CPU than any node has and stay unavailable:
+# harness.upstream_katib.)
 UPSTREAM_KCM_CONTROLLERS = ("garbage-collector-controller,namespace-controller,"
                             "node-lifecycle-controller,deployment-controller,replicaset-controller,"
-                            "endpointslice-controller")
+                            "endpointslice-controller,job-controller")
 
 # Nodes KWOK manages carry this annotation; other Nodes (none here) would be left alone.
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_RESOURCE = "nvidia.com/gpu"
 
 # KWOK's own Stages as the module ships them (kustomize/stage/...): Nodes become Ready and keep a
-# Lease; pods go Running and Ready at once, pods of a batch Job complete, deleted pods go away.
-# Passing any Stage replaces KWOK's built-in set, so the ones we want are listed here.
+# Lease; pods go Running and Ready at once, deleted pods go away. Passing any Stage replaces
+# KWOK's built-in set, so the ones we want are listed here. Not its pod-complete Stage, which ends
+# every pod a batch Job owns at once: JobSet's pods (under Trainer v2) end when a test says so.
 KWOK_STAGES = (
     "kustomize/stage/node/fast/node-initialize.yaml",
     "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
     "kustomize/stage/pod/fast/pod-ready.yaml",
-    "kustomize/stage/pod/fast/pod-complete.yaml",
     "kustomize/stage/pod/fast/pod-delete.yaml",
 )
 
@@ -333,9 +335,7 @@ class TrainingOperator(UpstreamServer):
         for webhook in upstream["webhooks"]:
             if not plurals & {resource for rule in webhook["rules"] for resource in rule["resources"]}:
                 continue
-            path = webhook["clientConfig"]["service"]["path"]
-            webhooks.append({**webhook, "clientConfig": {
-                "url": f"https://127.0.0.1:{port}{path}", "caBundle": base64.b64encode(ca).decode()}})
+            webhooks.append(webhook_by_url(webhook, port, ca))
         if len(webhooks) != len(plurals):
             raise RuntimeError(f"{manifest} has no webhook for some of {sorted(plurals)}")
         configuration = {"apiVersion": "admissionregistration.k8s.io/v1",
@@ -365,6 +365,14 @@ class TrainingOperator(UpstreamServer):
     def _before_stop(self) -> None:
         self.cp.kubectl_run("delete", "validatingwebhookconfiguration", self.webhook_configuration,
                             "--ignore-not-found", check=False, timeout=30)
+
+
+def webhook_by_url(webhook: dict, port: int, ca: bytes) -> dict:
+    """An upstream webhook entry that names its in-cluster Service, pointed at 127.0.0.1:`port`
+    instead (same path), trusting `ca`."""
+    path = webhook["clientConfig"]["service"]["path"]
+    return {**webhook, "clientConfig": {"url": f"https://127.0.0.1:{port}{path}",
+                                        "caBundle": base64.b64encode(ca).decode()}}
 
 
 def http_ok(url: str) -> bool:
@@ -397,7 +405,8 @@ def wait_for(read, predicate=bool, timeout: float = 60.0, what: str = "condition
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m harness.upstream up`: the upstream tier's cluster (control plane with
-    kube-scheduler, KWOK with two 8-GPU nodes, the Training Operator, Katib, KServe) until interrupted."""
+    kube-scheduler, KWOK with two 8-GPU nodes, the Training Operator, JobSet and Trainer v2 with
+    its torch-distributed runtime, Katib, KServe) until interrupted."""
     import argparse
     import signal
     import threading
@@ -405,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.paths import OUR_CRDS
     from harness.upstream_katib import Katib
     from harness.upstream_kserve import KServe
+    from harness.upstream_trainer import JobSet, Trainer  # they build on this module
 
     parser = argparse.ArgumentParser(prog="python -m harness.upstream")
     parser.add_argument("command", choices=["up"])
@@ -424,8 +434,9 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 kwok.add_node(name, gpus=8)
             kwok.wait_nodes_ready(names)
-            with TrainingOperator(cp, workdir=workdir / "training-operator"), Katib(cp, workdir=workdir / "katib"), \
-                    KServe(cp, workdir=workdir / "kserve"):
+            with TrainingOperator(cp, workdir=workdir / "training-operator"), \
+                    JobSet(cp, workdir=workdir / "jobset"), Trainer(cp, workdir=workdir / "trainer"), \
+                    Katib(cp, workdir=workdir / "katib"), KServe(cp, workdir=workdir / "kserve"):
                 print(f"logs in {workdir}", flush=True)
                 print(f"export KUBECONFIG={cp.kubeconfig}", flush=True)
                 stopping.wait()

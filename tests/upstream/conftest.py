@@ -1,10 +1,11 @@
 """The upstream tier: the real upstream controllers on a control plane of its own.
 
 kube-scheduler binds pods to fake Nodes that KWOK plays, the Training Operator v1.9.2
-reconciles PyTorchJobs (see harness.upstream), Katib v0.19.0's controller and webhooks admit and
-reconcile Experiments (harness.upstream_katib) and KServe v0.20.0 InferenceServices in Standard
-mode (harness.upstream_kserve). The session control plane of the other tiers is
-not used here: its PyTorchJob CRD is another version's.
+reconciles PyTorchJobs (see harness.upstream), Kubeflow Trainer v2.3.0 TrainJobs through JobSet
+and the job controller (harness.upstream_trainer), Katib v0.19.0's controller and webhooks admit
+and reconcile Experiments (harness.upstream_katib) and KServe v0.20.0 InferenceServices in
+Standard mode (harness.upstream_kserve). The session control plane of the other tiers is not used
+here: its PyTorchJob CRD is another version's.
 
 `api_client` is overridden for this directory, so the root `namespace` fixture makes each test's
 namespace on this tier's cluster.
@@ -19,6 +20,7 @@ from harness.paths import OUR_CRDS
 from harness.upstream import Kwok, TrainingOperator, UPSTREAM_KCM_CONTROLLERS
 from harness.upstream_katib import Katib
 from harness.upstream_kserve import KServe
+from harness.upstream_trainer import JobSet, Trainer
 
 # Two fake GPU nodes of 8 GPUs each; the product label is what tests/children/samples.py selects.
 GPUS_PER_NODE = 8
@@ -74,3 +76,17 @@ def kserve(upstream_control_plane, kwok, tmp_path_factory):
     """KServe v0.20.0 in Standard mode (harness.upstream_kserve): its pods run on KWOK's nodes."""
     with KServe(upstream_control_plane, workdir=tmp_path_factory.mktemp("kserve")) as kserve:
         yield kserve
+
+
+# Kubeflow Trainer v2 over JobSet (harness.upstream_trainer), with the module's torch-distributed
+# runtime installed.
+@pytest.fixture(scope="session")
+def jobset(upstream_control_plane, kwok, tmp_path_factory):
+    with JobSet(upstream_control_plane, workdir=tmp_path_factory.mktemp("jobset")) as jobset:
+        yield jobset
+
+
+@pytest.fixture(scope="session")
+def trainer(upstream_control_plane, jobset, tmp_path_factory):
+    with Trainer(upstream_control_plane, workdir=tmp_path_factory.mktemp("trainer")) as trainer:
+        yield trainer

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import copy
-
 from kubernetes import client
 
 from harness.upstream import Kwok, wait_for
 from traindeploy.children import pytorchjob
 
-GROUP, VERSION, PLURAL = pytorchjob.GROUP, pytorchjob.VERSION, pytorchjob.PLURAL
+from . import objects
 
 
 def create(api_client, body: dict) -> dict:
-    return client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-        GROUP, VERSION, body["metadata"]["namespace"], PLURAL, copy.deepcopy(body))
+    return objects.create(api_client, pytorchjob, body)
 
 
 def get(api_client, namespace: str, name: str) -> dict:
-    return client.CustomObjectsApi(api_client).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name)
+    return objects.get(api_client, pytorchjob, namespace, name)
 
 
 def true_conditions(job: dict) -> list[str]:

@@ -12,11 +12,18 @@ from harness import tools
 from harness.upstream import KWOK_MODULE_PATH, TRAINING_OPERATOR_MODULE_PATH
 from harness.upstream_katib import KATIB_MODULE_PATH
 from harness.upstream_kserve import KSERVE_MODULE_PATH
+from harness.upstream_trainer import JOBSET_MODULE_PATH, TRAINER_MODULE_PATH
 
 PINNED = {tools.KWOK: (KWOK_MODULE_PATH, "v0.8.0"),
           tools.TRAINING_OPERATOR: (TRAINING_OPERATOR_MODULE_PATH, "v1.9.2"),
           tools.KATIB: (KATIB_MODULE_PATH, "v0.19.0"),
-          tools.KSERVE: (KSERVE_MODULE_PATH, "v0.20.0")}
+          tools.KSERVE: (KSERVE_MODULE_PATH, "v0.20.0"),
+          tools.TRAINER: (TRAINER_MODULE_PATH, "v2.3.0")}
+
+
+def _required(go_mod: str, module_path: str) -> str | None:
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module_path)}\s+(v\S+)", go_mod, re.MULTILINE)
+    return match.group(1) if match else None
 
 
 @pytest.mark.parametrize("build", list(PINNED), ids=lambda build: build.name)
@@ -26,6 +33,13 @@ def test_wrapper_requires_the_pinned_release(build):
     line = rf"^\s*(require\s+)?{re.escape(module_path)}\s+{re.escape(version)}\s*$"
     assert re.search(line, go_mod, re.MULTILINE)
     assert tools.go_module_dir(build, module_path).name == f"{module_path.rsplit('/', 1)[1]}@{version}"
+
+
+def test_jobset_is_the_release_trainer_requires():
+    """JobSet runs at the version Trainer v2.3.0's own go.mod requires, not one of our choosing."""
+    trainer_go_mod = (tools.go_module_dir(tools.TRAINER, TRAINER_MODULE_PATH) / "go.mod").read_text()
+    ours = (tools.TRAINER.module / "go.mod").read_text()
+    assert _required(ours, JOBSET_MODULE_PATH) == _required(trainer_go_mod, JOBSET_MODULE_PATH) == "v0.12.0"
 
 
 @pytest.mark.parametrize("build", list(PINNED), ids=lambda build: build.name)

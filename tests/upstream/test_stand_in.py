@@ -10,16 +10,13 @@ when the job has Workers (the stand-in plays single-replica jobs, as examples/tr
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
-from kubernetes import client
 
 from children.samples import GPU, meta
-from e2e.players import Players
 from traindeploy.children import pytorchjob
 
 from . import pytorchjobs
+from .stand_ins import condition_shapes, stand_in_status, throwaway_namespaces
 
 pytestmark = pytest.mark.slow
 
@@ -31,14 +28,10 @@ OUTCOMES = ("Running", "Succeeded", "Failed")
 def real_statuses(api_client, training_operator) -> dict[str, dict]:
     """What the real controller wrote for a single-replica job: Running, then Succeeded (Master
     exits 0) in one namespace, Failed (exits 1 under restartPolicy Never) in another."""
-    core = client.CoreV1Api(api_client)
     statuses: dict[str, dict] = {}
-    namespaces = []
-    try:
+    with throwaway_namespaces(api_client) as new_namespace:
         for final, exit_code, restart_policy in (("Succeeded", 0, "OnFailure"), ("Failed", 1, "Never")):
-            namespace = f"t-{secrets.token_hex(4)}"
-            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-            namespaces.append(namespace)
+            namespace = new_namespace()
             pytorchjobs.create(api_client, pytorchjob.build(
                 meta(JOB, namespace), {"image": "ghcr.io/example/train:1.2", "restartPolicy": restart_policy},
                 env=[], hyperparameters={}, gpu_resource=GPU))
@@ -48,37 +41,17 @@ def real_statuses(api_client, training_operator) -> dict[str, dict]:
             pytorchjobs.end_master(api_client, namespace, JOB, exit_code)
             statuses[final] = pytorchjobs.wait_condition(api_client, namespace, JOB, final)["status"]
         yield statuses
-    finally:
-        for namespace in namespaces:
-            core.delete_namespace(namespace)
-
-
-class _Recorder:
-    """Takes the place of the stand-in's CustomObjectsApi: keeps the status it would write."""
-
-    def __init__(self) -> None:
-        self.written: list[dict] = []
-
-    def patch_namespaced_custom_object_status(self, group, version, namespace, plural, name, body):
-        assert (group, version, plural, name) == (
-            pytorchjob.GROUP, pytorchjob.VERSION, pytorchjob.PLURAL, JOB)
-        self.written.append(body["status"])
 
 
 def _stand_in_status(outcome: str) -> dict:
-    players = Players(None, "unused")
-    players.custom = _Recorder()
-    players.pytorchjob(JOB, outcome=outcome)
-    (status,) = players.custom.written
-    return status
+    return stand_in_status(pytorchjob, JOB, lambda players: players.pytorchjob(JOB, outcome=outcome))
 
 
 def _shape(status: dict) -> dict:
     master = {key: value for key, value in status["replicaStatuses"]["Master"].items() if key != "selector"}
     return {
         "fields": sorted(status),
-        "conditions": [(c["type"], c["status"], c["reason"], c["message"], sorted(c))
-                       for c in status["conditions"]],
+        "conditions": condition_shapes(status),
         "master": master,
     }
 

@@ -59,12 +59,14 @@ class RunningJob:
 
 def torch_distributed_runtime(name: str = "torch-distributed", step: str = "node") -> dict:
     """The ClusterTrainingRuntime Trainer's install puts in a cluster (manifests/base/runtimes/
-    torch_distributed.yaml at v2.3.0), reduced to what the operator reads and this executor runs:
-    one replicated job, labelled as the trainer step."""
+    torch_distributed.yaml at v2.3.0): the torch ML policy (with which the real Trainer injects the
+    PET_* env) and one replicated job, labelled as the trainer step. Only the image tag differs
+    (tests/upstream/test_trainjob.py compares the two)."""
     labels = {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}
     return {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime",
-            "metadata": {"name": name},
-            "spec": {"template": {"spec": {"replicatedJobs": [
+            "metadata": {"name": name, "labels": {"trainer.kubeflow.org/framework": "torch"}},
+            "spec": {"mlPolicy": {"numNodes": 1, "torch": {}},
+                     "template": {"spec": {"replicatedJobs": [
                          {"name": step, "template": {"metadata": {"labels": labels}, "spec": {"template": {"spec": {
                              "containers": [{"name": "node", "image": "pytorch/pytorch"}]}}}}}]}}}}
 
@@ -280,7 +282,7 @@ class TrainingJobs:
             body = status.pytorchjob(running.name, "Running", counts, started=running.started)
         else:
             body = status.trainjob("Running", {kind: {**c, "ready": c.get("active", 0)} for kind, c in counts.items()},
-                                   at=running.started)
+                                   at=running.started, name=running.name)
         self._patch(running, body)
 
     def _write_end(self, running: RunningJob, failed: tuple[str, int] | None = None,
@@ -293,7 +295,7 @@ class TrainingJobs:
             body = status.pytorchjob(running.name, "Failed" if failed else "Succeeded", counts,
                                      started=running.started, finished=at, failed_replicas=failed)
         else:
-            body = status.trainjob("Failed" if failed else "Complete", counts, at=at)
+            body = status.trainjob("Failed" if failed else "Complete", counts, at=at, name=running.name)
         if message:
             body["conditions"][-1]["message"] = message
         self._patch(running, body)

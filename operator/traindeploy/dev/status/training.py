@@ -49,17 +49,45 @@ def pytorchjob(name: str, outcome: str, replicas: dict[str, dict[str, int]], *, 
     return status
 
 
-def trainjob(outcome: str, jobs: dict[str, dict[str, int]], *, at: str) -> dict:
-    """`outcome` is Running (no condition: Trainer has no Running condition), Complete or Failed;
-    `jobs` maps each replicated job (e.g. `node`) to its counts; all six counts are required."""
+def trainjob(outcome: str, pods: dict[str, dict[str, int]], *, at: str, name: str) -> dict:
+    """`outcome` is Running, Complete or Failed; `pods` maps each replicated job (e.g. `node`) to
+    its pods' counts (active, ready, succeeded, failed); `name` is the TrainJob's (and so its
+    JobSet's). As Trainer v2.3.0 writes it over JobSet v0.12.0:
+
+    - Trainer has no Running condition and leaves `conditions` out while there is none
+      (kubeflow/trainer pkg/apis/trainer/v1alpha1/trainjob_types.go, `omitempty`); Complete and
+      Failed are the JobSet's Completed and Failed conditions under Trainer's types
+      (pkg/runtime/framework/plugins/jobset/jobset.go), with the JobSet's reason and message
+      (jobset pkg/constants/constants.go; the first failed Job is named in the message,
+      pkg/controllers/failure_policy.go).
+    - `jobsStatus` counts child Jobs, not pods (jobset pkg/controllers/jobset_controller.go,
+      calculateReplicatedJobStatuses): each replicated job of Trainer's runtimes is one Job,
+      `<trainjob>-<replicated job>-0`, active while a pod is active and ready once every pod is
+      ready or done. All six counts are required.
+    """
     conditions = []
     if outcome == "Complete":
         conditions.append({"type": "Complete", "status": "True", "reason": "AllJobsCompleted",
                            "message": "jobset completed successfully", "lastTransitionTime": at})
     elif outcome == "Failed":
+        first = next((job for job, counts in pods.items() if counts.get("failed")), next(iter(pods), "node"))
         conditions.append({"type": "Failed", "status": "True", "reason": "FailedJobs",
-                           "message": "jobset failed", "lastTransitionTime": at})
-    counts = ("ready", "succeeded", "failed", "active", "suspended")
-    return {"conditions": conditions,
-            "jobsStatus": [{"name": job, **{key: values.get(key, 0) for key in counts}}
-                           for job, values in jobs.items()]}
+                           "message": f"jobset failed due to one or more job failures (first failed job: "
+                                      f"{name}-{first}-0)", "lastTransitionTime": at})
+    status: dict = {"conditions": conditions} if conditions else {}
+    status["jobsStatus"] = [{"name": job, **_job_counts(outcome, counts)} for job, counts in pods.items()]
+    return status
+
+
+def _job_counts(outcome: str, pods: dict[str, int]) -> dict[str, int]:
+    """One Job's place in JobSet's counts, from its pods' counts."""
+    counts = dict.fromkeys(("ready", "succeeded", "failed", "active", "suspended"), 0)
+    if outcome == "Complete":
+        counts["succeeded"] = 1
+    elif outcome == "Failed":
+        counts["failed"] = 1 if pods.get("failed") else 0
+    else:
+        counts["active"] = 1 if pods.get("active") else 0
+        done = pods.get("ready", 0) + pods.get("succeeded", 0)
+        counts["ready"] = 1 if done and done >= pods.get("active", 0) + pods.get("succeeded", 0) else 0
+    return counts
