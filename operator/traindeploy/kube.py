@@ -211,6 +211,13 @@ class Kube:
                            resource_version="0")
         return found.get("items") or []
 
+    def pods(self, namespace: str, label_selector: str) -> list[dict]:
+        """The pods with the labels, as the API writes them (camelCase dicts), from the
+        apiserver's watch cache."""
+        found = self._call(f"list Pods in {namespace}", self.core.list_namespaced_pod, namespace,
+                           label_selector=label_selector, resource_version="0")
+        return [self.core.api_client.sanitize_for_serialization(pod) for pod in found.items]
+
     def ensure(self, kind: Kind, desired: dict, owned: tuple[str, ...] = ("spec",)) -> tuple[dict, str]:
         """Creates `desired` when missing; patches the owned top-level fields (and our labels and
         annotations) when they drifted. Returns the object and what was done: created, patched or

@@ -84,6 +84,12 @@ class FakeKube:
         return [copy.deepcopy(obj) for (plural, _), obj in self.objects.items()
                 if plural == kind.plural and (obj["metadata"].get("labels") or {}).get(key) == value]
 
+    def pods(self, namespace, label_selector):
+        self._check("pods", "pods", label_selector)
+        key, _, value = label_selector.partition("=")
+        return [copy.deepcopy(obj) for (plural, _), obj in self.objects.items()
+                if plural == "pods" and (obj["metadata"].get("labels") or {}).get(key) == value]
+
     def ensure(self, kind, desired, owned=("spec",)):
         name = desired["metadata"]["name"]
         self._check("ensure", kind.plural, name)

@@ -61,6 +61,38 @@ def test_training(reason, job_state, elapsed, expected, expected_reason):
         assert env_vars["MLFLOW_RUN_ID"] == outcome.status["training"]["mlflowRunId"]
 
 
+def _pod(name: str, scheduled: dict | None) -> dict:
+    return {"metadata": {"name": name, "labels": {"training.kubeflow.org/job-name": "churn-g1-train"}},
+            "status": {"conditions": [scheduled] if scheduled else []}}
+
+
+@pytest.mark.parametrize(("reason", "pods", "says"), [
+    ("no pod yet", [], "PyTorchJob churn-g1-train is running."),
+    ("a pod the scheduler placed", [_pod("churn-g1-train-master-0", {"type": "PodScheduled", "status": "True"})],
+     "PyTorchJob churn-g1-train is running."),
+    ("a pod that does not fit says why, in the scheduler's words",
+     [_pod("churn-g1-train-master-0", {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                       "message": "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."})],
+     "PyTorchJob churn-g1-train is waiting for its pods: pod churn-g1-train-master-0 cannot be scheduled: 0/2 nodes are "
+     "available: 2 Insufficient nvidia.com/gpu."),
+])
+def test_a_pending_job_tells_why_its_pods_do_not_start(reason, pods, says):
+    kube_api, mlflow = FakeKube(), FakeMlflow()
+    env = environment(kube_api, mlflow, Clock())
+    spec = minimal_spec(training={"image": "t:1", "command": ["python"], "gpus": 16})
+    first = run_stage(training.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    kube_api.set_status("pytorchjobs", "churn-g1-train", _job("Created"))
+    for pod in pods:
+        kube_api.objects[("pods", pod["metadata"]["name"])] = pod
+    outcome = run_stage(training.STAGE, traindeploy(spec, first.status), env)
+    assert isinstance(outcome.result, Wait) and outcome.result.message == says, reason
+    # Pods are not watched: until they run, the pass comes back to look again.
+    assert outcome.result.after == env.config.poll_interval
+    kube_api.set_status("pytorchjobs", "churn-g1-train", _job("Running"))
+    running = run_stage(training.STAGE, traindeploy(spec, outcome.status), env)
+    assert running.result.after is None, "a running job is watched, not polled"
+
+
 @pytest.mark.parametrize(("reason", "mlflow_problem", "expected_reason"), [
     ("MLflow down holds the cycle", "outage", "MLflowUnavailable"),
     ("MLflow 401 holds the cycle until the Secret is fixed", "unauthorized", "MLflowUnauthorized"),

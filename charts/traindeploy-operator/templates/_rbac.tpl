@@ -65,6 +65,12 @@ watched namespace otherwise. */}}
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Pods of a training job that has not started: listed by the label the Training Operator or
+# JobSet puts on them, to tell in the TrainDeploy's condition why they cannot be scheduled (the
+# scheduler's PodScheduled message, e.g. not enough GPUs). Read only; never watched.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 # Secrets named in a TrainDeploy (spec.mlflow.credentialsSecretRef, spec.pipeline.tokenSecretRef):
 # read one by name when needed; never listed or watched, so no other Secret is ever fetched.
 - apiGroups: [""]

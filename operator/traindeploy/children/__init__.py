@@ -44,3 +44,14 @@ def condition(obj: dict, condition_type: str) -> dict | None:
 def is_true(obj: dict, condition_type: str) -> bool:
     found = condition(obj, condition_type)
     return found is not None and found.get("status") == "True"
+
+
+def unschedulable(pods: list[dict]) -> str | None:
+    """Why a job's pods do not start, in the scheduler's words: the first pod whose PodScheduled
+    condition is False with reason Unschedulable ("0/2 nodes are available: 2 Insufficient
+    nvidia.com/gpu."), or None."""
+    for pod in sorted(pods, key=lambda item: (item.get("metadata") or {}).get("name") or ""):
+        scheduled = condition(pod, "PodScheduled")
+        if scheduled is not None and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+            return f"pod {pod['metadata']['name']} cannot be scheduled: {scheduled.get('message') or 'Unschedulable'}"
+    return None

@@ -178,3 +178,15 @@ def read(obj: dict) -> ChildState:
         if kind in _ACTIVE:
             return ChildState(RUNNING, item.get("reason") or "", item.get("message") or "", outputs)
     return ChildState(PENDING, outputs=outputs)
+
+
+def started(obj: dict) -> bool:
+    """Whether the job's pods have run: the controller sets Running once every pod runs, and
+    keeps the Created condition alone while any is Pending (not yet placed, or pulling)."""
+    return any(item.get("type") != "Created" for item in (obj.get("status") or {}).get("conditions") or []
+               if item.get("status") == "True")
+
+
+def pod_selector(name: str) -> str:
+    """The label the Training Operator puts on every pod of job `name`."""
+    return f"training.kubeflow.org/job-name={name}"

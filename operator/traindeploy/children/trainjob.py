@@ -133,3 +133,17 @@ def read(obj: dict) -> ChildState:
     if any(job.get(count) for job in jobs for count in ("active", "ready", "succeeded", "failed")):
         return ChildState(RUNNING)
     return ChildState(PENDING)
+
+
+def started(obj: dict) -> bool:
+    """Whether any of the job's pods has run: a Job of the JobSet counts ready, succeeded or
+    failed pods (`active` counts Pending ones too), or the TrainJob has ended."""
+    status = obj.get("status") or {}
+    if any(item.get("status") == "True" for item in status.get("conditions") or []):
+        return True
+    return any(job.get(count) for job in status.get("jobsStatus") or [] for count in ("ready", "succeeded", "failed"))
+
+
+def pod_selector(name: str) -> str:
+    """The label JobSet puts on every pod of its Jobs; Trainer names the JobSet after the TrainJob."""
+    return f"jobset.sigs.k8s.io/jobset-name={name}"

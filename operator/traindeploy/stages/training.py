@@ -6,10 +6,10 @@ from __future__ import annotations
 from traindeploy import conditions as cond
 from traindeploy import lifecycle as lc
 from traindeploy import naming
-from traindeploy.children import FAILED, SUCCEEDED, pytorchjob, trainjob
+from traindeploy.children import FAILED, SUCCEEDED, pytorchjob, trainjob, unschedulable
 from traindeploy.context import Pass
 from traindeploy.kube import Kind
-from traindeploy.results import Done, Fail, Result
+from traindeploy.results import Done, Fail, Problem, Result
 from traindeploy.stages import trainer_api
 from traindeploy.stages.base import Stage
 
@@ -45,8 +45,23 @@ def run(p: Pass) -> Result:
         return Fail("TrainingFailed", f"{kind.kind} {name} failed ({state.reason}): {state.message}")
     deadline = training.get("activeDeadlineSeconds")
     timeout = deadline + p.env.config.deadline_grace if deadline else None
-    return p.running(f"{kind.kind} {name} is {state.phase.lower()}.", record["startedAt"], timeout,
-                     STAGE.deadline_reason, lambda: stop(p, record))
+    message, poll = f"{kind.kind} {name} is {state.phase.lower()}.", None
+    if not module.started(job):
+        # Pods are not watched: until they run, look again now and then for what holds them.
+        poll = p.env.config.poll_interval
+        why = _why_pending(p, module, name)
+        if why:
+            message = f"{kind.kind} {name} is waiting for its pods: {why}"
+    return p.running(message, record["startedAt"], timeout, STAGE.deadline_reason, lambda: stop(p, record), poll=poll)
+
+
+def _why_pending(p: Pass, module, name: str) -> str | None:
+    """The scheduler's reason when the job's pods cannot be placed (GPUs the nodes do not have);
+    best effort: a failed read leaves the message as it was."""
+    try:
+        return unschedulable(p.kube(lambda: p.env.kube.pods(p.namespace, module.pod_selector(name))))
+    except Problem:
+        return None
 
 
 def _find_or_create_run(p: Pass, client) -> tuple[str, str]:
