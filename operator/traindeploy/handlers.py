@@ -21,7 +21,7 @@ import kopf
 import requests
 import requests.adapters
 
-from traindeploy import GROUP, PLURAL, VERSION, cycle, metrics, naming, telemetry
+from traindeploy import GROUP, PLURAL, VERSION, cycle, metrics, naming, telemetry, triggers
 from traindeploy.config import OperatorConfig
 from traindeploy.context import Pass
 from traindeploy.kube import Conflict, Kube, KubeError, slim
@@ -161,8 +161,8 @@ def _reconcile_and_write(body: kopf.Body, env: Environment, logger: kopf.Logger,
     was computed from; a conflict re-reads the object and recomputes."""
     try:
         td = _freshest(body, loop, env)
+        outcome = reconcile(td, env)
         for _ in range(CONFLICT_RETRIES):
-            outcome = reconcile(td, env)
             meta = td["metadata"]
             if outcome.status == (td.get("status") or {}):
                 telemetry.phase(meta["uid"], outcome.status)
@@ -175,9 +175,15 @@ def _reconcile_and_write(body: kopf.Body, env: Environment, logger: kopf.Logger,
                 break
             except Conflict:
                 metrics.STATUS_CONFLICTS.inc()
-                td = env.kube.get(TRAINDEPLOY, meta["namespace"], meta["name"])
-                if td is None:
+                live = env.kube.get(TRAINDEPLOY, meta["namespace"], meta["name"])
+                if live is None:
                     return None
+                # Most conflicts are kopf's own metadata patches (its finalizer, its annotations):
+                # then the status computed still holds and is written again as it is; anything
+                # else it reads is recomputed, so nothing outside is done twice for nothing.
+                if not _same_inputs(td, live):
+                    outcome = reconcile(live, env)
+                td = live
         else:
             logger.warning("Status kept changing under the operator; trying again later.")
             outcome.blocked = True
@@ -191,6 +197,13 @@ def _reconcile_and_write(body: kopf.Body, env: Environment, logger: kopf.Logger,
     for event in outcome.events:
         kopf.event(td, type=event.type, reason=event.reason, message=event.message)
     return outcome
+
+
+def _same_inputs(before: dict, after: dict) -> bool:
+    """Whether a pass over `after` would start from what the pass over `before` started from:
+    the same spec, status, and annotations and deletion the operator reads."""
+    return (before.get("spec") == after.get("spec") and (before.get("status") or {}) == (after.get("status") or {})
+            and _interesting(before) == _interesting(after))
 
 
 def _next_delay(outcome: Outcome | None, loop: _Loop, config: OperatorConfig) -> float:
@@ -216,8 +229,8 @@ async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float)
 def _interesting(body: kopf.Body) -> tuple:
     """What a TrainDeploy event must change to be worth a reconcile: not our own status writes."""
     meta = body.get("metadata", {})
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
-                   if not k.startswith("traindeploy.io/last-handled") and not k.startswith("kopf.")}
+    # Only the annotations the operator acts on: not kopf's bookkeeping, nor other tools' marks.
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k in triggers.USER_ANNOTATIONS}
     return meta.get("generation"), tuple(sorted(annotations.items())), meta.get("deletionTimestamp")
 
 

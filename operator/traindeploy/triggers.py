@@ -19,6 +19,8 @@ from traindeploy import lifecycle as lc
 ANNOTATION_RETRAIN = "traindeploy.io/retrain"
 ANNOTATION_APPROVE = "traindeploy.io/approve"
 ANNOTATION_ROLLBACK = "traindeploy.io/rollback"
+# What users (and `kubectl traindeploy`) write on a TrainDeploy for the operator to act on.
+USER_ANNOTATIONS = frozenset({ANNOTATION_RETRAIN, ANNOTATION_APPROVE, ANNOTATION_ROLLBACK})
 
 FINISHED_PHASES = (lc.PHASE_READY, lc.PHASE_FAILED)
 

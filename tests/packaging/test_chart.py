@@ -41,6 +41,7 @@ NAMESPACED_RULES = {
     ("serving.kserve.io", "inferenceservices"): CRUD,
     ("gateway.networking.k8s.io", "httproutes"): CRUD,
     ("apps", "deployments"): {"get"},
+    ("", "pods"): {"list"},
     ("", "secrets"): {"get"},
     ("", "configmaps"): {"get"},
     ("", "events"): {"create"},
