@@ -157,3 +157,14 @@ def test_upstream_status_is_accepted_and_read(api_client, namespace, given):
     stored = write_status(api_client, trainjob, create_and_read_back(api_client, trainjob, sent), given)
     assert dropped_fields(given, stored["status"]) == []
     assert trainjob.read(stored) == trainjob.read({"status": given})
+
+
+@pytest.mark.parametrize(("status", "awaiting"), [
+    ({}, False),  # the JobSet is not made yet: no pods to ask about
+    ({"jobsStatus": [{"name": "node", "active": 1}]}, True),  # active counts Pending pods too
+    ({"jobsStatus": [{"name": "node", "active": 1, "ready": 1}]}, False),
+    ({"jobsStatus": [{"name": "node", "succeeded": 1}],
+      "conditions": [{"type": "Complete", "status": "True"}]}, False),
+])
+def test_awaiting_pods(status, awaiting):
+    assert trainjob.awaiting_pods({"status": status}) is awaiting

@@ -67,7 +67,7 @@ def _pod(name: str, scheduled: dict | None) -> dict:
 
 
 @pytest.mark.parametrize(("reason", "pods", "says"), [
-    ("no pod yet", [], "PyTorchJob churn-g1-train is running."),
+    ("no pod pending", [], "PyTorchJob churn-g1-train is running."),
     ("a pod the scheduler placed", [_pod("churn-g1-train-master-0", {"type": "PodScheduled", "status": "True"})],
      "PyTorchJob churn-g1-train is running."),
     ("a pod that does not fit says why, in the scheduler's words",
@@ -81,6 +81,7 @@ def test_a_pending_job_tells_why_its_pods_do_not_start(reason, pods, says):
     env = environment(kube_api, mlflow, Clock())
     spec = minimal_spec(training={"image": "t:1", "command": ["python"], "gpus": 16})
     first = run_stage(training.STAGE, traindeploy(spec, {"cycle": dict(CYCLE)}), env)
+    assert not [call for call in kube_api.calls if call[0] == "pods"], "a job just created has no pods to ask"
     kube_api.set_status("pytorchjobs", "churn-g1-train", _job("Created"))
     for pod in pods:
         kube_api.objects[("pods", pod["metadata"]["name"])] = pod

@@ -180,11 +180,13 @@ def read(obj: dict) -> ChildState:
     return ChildState(PENDING, outputs=outputs)
 
 
-def started(obj: dict) -> bool:
-    """Whether the job's pods have run: the controller sets Running once every pod runs, and
-    keeps the Created condition alone while any is Pending (not yet placed, or pulling)."""
-    return any(item.get("type") != "Created" for item in (obj.get("status") or {}).get("conditions") or []
-               if item.get("status") == "True")
+def awaiting_pods(obj: dict) -> bool:
+    """Whether the job's pods exist but have not run: the controller sets Created once it made
+    them and Running once every pod runs, so Created alone means some pod is Pending (not yet
+    placed, or pulling its image)."""
+    true = [item.get("type") for item in (obj.get("status") or {}).get("conditions") or []
+            if item.get("status") == "True"]
+    return true == ["Created"]
 
 
 def pod_selector(name: str) -> str:

@@ -135,13 +135,14 @@ def read(obj: dict) -> ChildState:
     return ChildState(PENDING)
 
 
-def started(obj: dict) -> bool:
-    """Whether any of the job's pods has run: a Job of the JobSet counts ready, succeeded or
-    failed pods (`active` counts Pending ones too), or the TrainJob has ended."""
+def awaiting_pods(obj: dict) -> bool:
+    """Whether the JobSet's Jobs exist but none of their pods has run: a Job counts ready,
+    succeeded and failed pods (`active` counts Pending ones too), and the TrainJob has not ended."""
     status = obj.get("status") or {}
-    if any(item.get("status") == "True" for item in status.get("conditions") or []):
-        return True
-    return any(job.get(count) for job in status.get("jobsStatus") or [] for count in ("ready", "succeeded", "failed"))
+    jobs = status.get("jobsStatus") or []
+    if not jobs or any(item.get("status") == "True" for item in status.get("conditions") or []):
+        return False
+    return not any(job.get(count) for job in jobs for count in ("ready", "succeeded", "failed"))
 
 
 def pod_selector(name: str) -> str:

@@ -46,7 +46,7 @@ def run(p: Pass) -> Result:
     deadline = training.get("activeDeadlineSeconds")
     timeout = deadline + p.env.config.deadline_grace if deadline else None
     message, poll = f"{kind.kind} {name} is {state.phase.lower()}.", None
-    if not module.started(job):
+    if module.awaiting_pods(job):
         # Pods are not watched: until they run, look again now and then for what holds them.
         poll = p.env.config.poll_interval
         why = _why_pending(p, module, name)
