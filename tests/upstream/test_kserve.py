@@ -134,10 +134,10 @@ def test_ready_status_and_what_our_reader_makes_of_it(api_client, served):
     assert not inferenceservice.deployment_serves(deployment, CANARY_STORAGE)[0]
 
 
-def test_unplaceable_predictor_waits_with_the_ingress_reason(api_client, served):
-    """The Deployment lacks minimum availability: PredictorReady says so, but Ready carries
-    IngressReady's reason (the first failing dependent), and that is what our reader reports.
-    KServe never turns this into a failure: ProgressDeadlineExceeded is hidden behind
+def test_unplaceable_predictor_waits_with_the_predictors_reason(api_client, served):
+    """The Deployment lacks minimum availability: PredictorReady says so, while Ready carries
+    IngressReady's reason (the first failing dependent, no message); our reader reports the
+    predictor's. KServe never turns this into a failure: ProgressDeadlineExceeded is hidden behind
     Available=False (PropagateRawStatus), so only the operator's own timeout ends the wait."""
     namespace, name, found = served["namespace"], NAMES[NOT_READY], served[NOT_READY]
     predictor, ready = isvcs.condition(found, "PredictorReady"), isvcs.condition(found, "Ready")
@@ -146,7 +146,7 @@ def test_unplaceable_predictor_waits_with_the_ingress_reason(api_client, served)
         ("False", kserve_player.INGRESS_NOT_CREATED, None)
     assert "url" not in found["status"] and found["status"]["components"] == {"predictor": {}}
     state = inferenceservice.read(found)
-    assert (state.phase, state.reason, state.message) == (RUNNING, kserve_player.INGRESS_NOT_CREATED, "")
+    assert (state.phase, state.reason, state.message) == (RUNNING, *kserve_player.UNAVAILABLE)
     (pod,) = isvcs.pods(api_client, namespace, name)
     assert pod.status.phase == "Pending" and pod.spec.node_name is None
 

@@ -245,8 +245,13 @@ def read(obj: dict, generation: int | None = None) -> ChildState:
         return ChildState(SUCCEEDED, outputs=outputs)
     if not status.get("conditions"):
         return ChildState(PENDING, outputs=outputs)
-    for kind in ("Ready", "PredictorReady"):
+    # The predictor's own condition first: in Standard mode Ready copies the first failing
+    # dependent, IngressReady ("Predictor ingress not created", no message), while PredictorReady
+    # says what holds the pods (MinimumReplicasUnavailable: "Deployment does not have minimum
+    # availability.", inference_service_status.go @ v0.20.0); in Knative mode both carry the
+    # revision's reason.
+    for kind in ("PredictorReady", "Ready"):
         found = condition(obj, kind)
-        if found is not None and (found.get("reason") or found.get("message")):
+        if found is not None and found.get("status") != "True" and (found.get("reason") or found.get("message")):
             return ChildState(RUNNING, found.get("reason") or "", found.get("message") or "", outputs)
     return ChildState(RUNNING, outputs=outputs)
