@@ -130,9 +130,13 @@ class ControlPlane(processes.LocalServer):
                              proc, logfile)
 
     def _start_controller_manager(self, timeout: float) -> None:
+        flags = [f"--controllers={self.controllers}", "--use-service-account-credentials=false"]
+        if "node-lifecycle-controller" in self.controllers:
+            # The fake Nodes' Leases are renewed by one local process (KWOK): on a busy machine a
+            # late renewal must not mark a Node NotReady, which also turns its pods NotReady.
+            flags.append("--node-monitor-grace-period=1h")
         self._start_component("kube-controller-manager", "system:kube-controller-manager", self._kcm_token,
-                              "kcm-certs", timeout, [f"--controllers={self.controllers}",
-                                                     "--use-service-account-credentials=false"])
+                              "kcm-certs", timeout, flags)
 
     def _start_scheduler(self, timeout: float) -> None:
         self._start_component("kube-scheduler", "system:kube-scheduler", self._scheduler_token,
