@@ -158,7 +158,8 @@ CONFLICT_RETRIES = 3
 
 def _reconcile_and_write(body: kopf.Body, env: Environment, logger: kopf.Logger, loop: _Loop) -> Outcome | None:
     """Runs in a worker thread. Writes the status only if it changed, with the resourceVersion it
-    was computed from; a conflict re-reads the object and recomputes."""
+    was computed from; a conflict re-reads the object, and recomputes unless only metadata the
+    operator does not act on changed (then the same status is written again)."""
     try:
         td = _freshest(body, loop, env)
         outcome = reconcile(td, env)

@@ -148,12 +148,12 @@ class Kube:
         Its keys are (namespace, name) and, for `list` by `label`, (namespace, label, value)."""
         self.watched[(kind.group, kind.plural)] = (indexed, label)
 
-    def _indexed(self, kind: Kind, key: tuple, selector: str | None = None) -> list[dict] | None:
+    def _indexed(self, kind: Kind, key: tuple) -> list[dict] | None:
         """Copies (callers may edit them) of what the index holds under `key`; None when `kind`
-        is not watched, `selector` is not the indexed label, or the index changed while it was
-        read (kopf updates it on the event loop)."""
-        indexed, label = self.watched.get((kind.group, kind.plural), (None, None))
-        if indexed is None or (selector is not None and (label is None or selector != f"{label}={key[-1]}")):
+        is not watched, or the index changed while it was read (kopf updates it on the event
+        loop)."""
+        indexed, _ = self.watched.get((kind.group, kind.plural), (None, None))
+        if indexed is None:
             return None
         try:
             return [copy.deepcopy(obj) for obj in indexed.get(key) or ()]
@@ -203,7 +203,8 @@ class Kube:
         """The objects of a kind with the labels: from the index when it is keyed by that label,
         else from the apiserver's watch cache."""
         label, _, value = label_selector.partition("=")
-        watched = self._indexed(kind, (namespace, label, value), label_selector)
+        _, indexed_label = self.watched.get((kind.group, kind.plural), (None, None))
+        watched = self._indexed(kind, (namespace, label, value)) if label == indexed_label else None
         if watched is not None:
             return watched
         found = self._call(f"list {kind.kind} in {namespace}", self.custom.list_namespaced_custom_object,
