@@ -42,11 +42,10 @@ ANNOTATION_RETRAIN = triggers.ANNOTATION_RETRAIN
 LABEL_NAME, LABEL_CYCLE, LABEL_STAGE = naming.LABEL_NAME, naming.LABEL_CYCLE, naming.LABEL_STAGE
 ANNOTATION_MODEL_VERSION = naming.ANNOTATION_MODEL_VERSION
 
-# Pod labels of the upstream controllers (UPSTREAM.md 2.1 and 3; JobSet's pkg/constants).
-PYTORCHJOB_JOB_NAME = "training.kubeflow.org/job-name"
+# Pod labels of the upstream controllers (UPSTREAM.md 2.1 and 3; JobSet's pkg/constants); the
+# job-name labels are the children modules' (pod_selector).
 PYTORCHJOB_REPLICA_TYPE = "training.kubeflow.org/replica-type"
 PYTORCHJOB_JOB_ROLE = "training.kubeflow.org/job-role"
-JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
 JOBSET_REPLICATED_JOB = "jobset.sigs.k8s.io/replicatedjob-name"
 JOB_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 # The replicated job that runs the trainer: `launcher` in MPI-style runtimes (deepspeed), `node` otherwise.
@@ -504,10 +503,10 @@ def log_source(td: dict) -> LogSource | Refuse:
     if not job:
         return Refuse(f"{ref} has no training job yet (status.training is empty)")
     if kind == trainjob.KIND:
-        return LogSource(kind, job, f"{JOBSET_NAME}={job}",
+        return LogSource(kind, job, trainjob.pod_selector(job),
                          f"{JOB_COMPLETION_INDEX}=0 of replicated job {' or '.join(TRAINER_REPLICATED_JOBS)}")
     if kind == pytorchjob.KIND:
-        return LogSource(kind, job, f"{PYTORCHJOB_JOB_NAME}={job}", f"{PYTORCHJOB_REPLICA_TYPE}=master")
+        return LogSource(kind, job, pytorchjob.pod_selector(job), f"{PYTORCHJOB_REPLICA_TYPE}=master")
     return Refuse(f"{ref} trains with a {kind}; the plugin reads logs of PyTorchJob and TrainJob pods")
 
 

@@ -29,9 +29,10 @@ def wait_condition(api_client, namespace: str, name: str, condition: str, timeou
 
 
 def pods(api_client, namespace: str, name: str) -> dict[str, client.V1Pod]:
-    """The job's pods by name, found by the label the Training Operator puts on them."""
+    """The job's pods by name, found as the operator finds them (the label the Training Operator
+    puts on them)."""
     items = client.CoreV1Api(api_client).list_namespaced_pod(
-        namespace, label_selector=f"training.kubeflow.org/job-name={name}").items
+        namespace, label_selector=pytorchjob.pod_selector(name)).items
     return {pod.metadata.name: pod for pod in items}
 
 

@@ -16,7 +16,6 @@ from traindeploy.stages import trainer_api
 
 from . import objects
 
-JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 
 
@@ -69,7 +68,7 @@ def wait_running(api_client, namespace: str, name: str, timeout: float = 60) -> 
 def pods(api_client, namespace: str, name: str) -> list[client.V1Pod]:
     """The TrainJob's pods (its JobSet has the TrainJob's name), by completion index."""
     items = client.CoreV1Api(api_client).list_namespaced_pod(
-        namespace, label_selector=f"{JOBSET_NAME_LABEL}={name}").items
+        namespace, label_selector=trainjob.pod_selector(name)).items
     return sorted(items, key=lambda pod: int(pod.metadata.labels[COMPLETION_INDEX_LABEL]))
 
 

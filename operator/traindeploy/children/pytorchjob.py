@@ -189,6 +189,10 @@ def awaiting_pods(obj: dict) -> bool:
     return true == ["Created"]
 
 
+# The label the Training Operator puts on every pod of a job (UPSTREAM.md 2.1).
+POD_JOB_LABEL = "training.kubeflow.org/job-name"
+
+
 def pod_selector(name: str) -> str:
-    """The label the Training Operator puts on every pod of job `name`."""
-    return f"training.kubeflow.org/job-name={name}"
+    """Every pod of job `name`."""
+    return f"{POD_JOB_LABEL}={name}"

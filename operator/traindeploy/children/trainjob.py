@@ -145,6 +145,10 @@ def awaiting_pods(obj: dict) -> bool:
     return not any(job.get(count) for job in jobs for count in ("ready", "succeeded", "failed"))
 
 
+# The label JobSet puts on every pod of its Jobs (JobSet's pkg/constants).
+POD_JOBSET_LABEL = "jobset.sigs.k8s.io/jobset-name"
+
+
 def pod_selector(name: str) -> str:
-    """The label JobSet puts on every pod of its Jobs; Trainer names the JobSet after the TrainJob."""
-    return f"jobset.sigs.k8s.io/jobset-name={name}"
+    """Every pod of TrainJob `name`: Trainer names the JobSet after the TrainJob."""
+    return f"{POD_JOBSET_LABEL}={name}"
