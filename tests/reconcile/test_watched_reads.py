@@ -5,8 +5,9 @@ an index that lags behind the apiserver never makes the operator create twice or
 from __future__ import annotations
 
 import copy
+import json
 
-from traindeploy.kube import Kube, slim
+from traindeploy.kube import Kube, kept
 from traindeploy.naming import LABEL_NAME
 from traindeploy.stages.training import PYTORCHJOB
 
@@ -31,9 +32,9 @@ def _index(*objects: dict) -> dict:
     index: dict = {}
     for o in objects:
         meta = o["metadata"]
-        index.setdefault((meta["namespace"], meta["name"]), []).append(slim(o))
+        index.setdefault((meta["namespace"], meta["name"]), []).append(kept(o))
         if LABEL_NAME in (meta.get("labels") or {}):
-            index.setdefault((meta["namespace"], LABEL_NAME, meta["labels"][LABEL_NAME]), []).append(slim(o))
+            index.setdefault((meta["namespace"], LABEL_NAME, meta["labels"][LABEL_NAME]), []).append(kept(o))
     return index
 
 
@@ -54,7 +55,28 @@ def test_a_watched_child_is_read_without_a_request(api_client, namespace):
     assert kube.get(PYTORCHJOB, namespace, "absent") is None  # the index holds every child: a miss is absent
     assert kube.requests == []
     read["spec"]["edited"] = True  # a caller's edit does not reach the index
-    assert "edited" not in index[(namespace, "churn-g1-train")][0]["spec"]
+    assert "edited" not in kube.get(PYTORCHJOB, namespace, "churn-g1-train")["spec"]
+
+
+def test_the_index_keeps_a_child_compact(api_client, namespace):
+    """What the index keeps of a child is a string a fraction of the size of the parsed object
+    (the operator keeps every child of every TrainDeploy)."""
+    kube = Kube(api_client)
+    created, _ = kube.ensure(PYTORCHJOB, _job(namespace, "churn-g1-train"))
+    assert created["metadata"].get("managedFields")
+    compact = kept(created)
+    assert isinstance(compact, str) and "managedFields" not in compact
+    assert _deep_size(compact) * 3 < _deep_size(json.loads(compact))
+
+
+def _deep_size(obj) -> int:
+    import sys
+
+    if isinstance(obj, dict):
+        return sys.getsizeof(obj) + sum(_deep_size(k) + _deep_size(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return sys.getsizeof(obj) + sum(_deep_size(v) for v in obj)
+    return sys.getsizeof(obj)
 
 
 def test_an_index_that_has_not_seen_a_creation_yet_never_creates_twice(api_client, namespace):
