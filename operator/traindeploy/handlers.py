@@ -24,13 +24,15 @@ import requests.adapters
 from traindeploy import GROUP, PLURAL, VERSION, cycle, metrics, naming, telemetry, triggers
 from traindeploy.config import OperatorConfig
 from traindeploy.context import Pass
-from traindeploy.kube import Conflict, Kube, KubeError, slim
+from traindeploy.kube import Conflict, Kube, KubeError, kept
 from traindeploy.reconciler import CHILD_KINDS, TRAINDEPLOY, Environment, Outcome, reconcile
 from traindeploy.results import Problem
 
 log = logging.getLogger(__name__)
 
 FINALIZER = "traindeploy.io/finalizer"
+# How long a new TrainDeploy's first pass waits for kopf's finalizer patch before going ahead.
+FINALIZER_WAIT = 5.0
 
 
 @dataclass
@@ -50,13 +52,30 @@ _loops: dict[str, _Loop] = {}
 metrics.BACKOFFS.set_function(lambda: sum(1 for loop in list(_loops.values()) if loop.failures))
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's diff base ("last-handled configuration") kept nowhere. It serves creation, update
+    and resume handlers, of which the operator has none: each daemon tells change itself
+    (`_interesting`). Kept in an annotation it would cost a PATCH of every new TrainDeploy (and
+    a status write conflicting with it), and building it a deep copy of every watched object on
+    every event; with an essence that is always empty, kopf sees no change to act on (its
+    deletion handling does not depend on it)."""
+
+    def build(self, *, body, extra_fields=None):
+        return {}
+
+    def fetch(self, *, body):
+        return {}
+
+    def store(self, *, body, patch, essence) -> None:
+        pass
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     # Our own finalizer name and annotation prefix, so nothing of kopf's defaults leaks into the API.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="traindeploy.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="traindeploy.io", key="last-handled-configuration")
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Watches reconnect every few minutes rather than hanging on a dead connection.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -113,6 +132,11 @@ async def reconcile_loop(body: kopf.Body, uid: str, stopped: kopf.DaemonStopped,
         for kind in CHILD_KINDS:
             env.kube.read_watched(kind, kwargs[_index_id(kind)], label=naming.LABEL_NAME)
     try:
+        if FINALIZER not in (body.get("metadata", {}).get("finalizers") or ()):
+            # kopf adds its finalizer as it starts the daemon: a status write made before that
+            # patch lands would conflict with it, costing a read and a second write. The patch's
+            # watch event wakes the daemon (any event does before the first pass).
+            await _sleep(loop.wake, stopped, FINALIZER_WAIT)
         if env.config.startup_spread > 0 and _up_to_date(body):
             # After a restart every daemon starts at once, in list order: those whose status is
             # current wait a random moment, so objects that need work (new ones, changed specs)
@@ -255,10 +279,10 @@ async def _child_changed(body: kopf.Body, **_) -> None:
 def _index_child(namespace: str, name: str, body: kopf.Body, labels: kopf.Labels, **_) -> dict:
     """Each child under its name, and under its TrainDeploy's name label (what status rebuilt
     from the world lists by)."""
-    kept = slim(body)
-    keys = {(namespace, name): kept}
+    compact = kept(body)
+    keys = {(namespace, name): compact}
     if naming.LABEL_NAME in labels:
-        keys[(namespace, naming.LABEL_NAME, labels[naming.LABEL_NAME])] = kept
+        keys[(namespace, naming.LABEL_NAME, labels[naming.LABEL_NAME])] = compact
     return keys
 
 
