@@ -103,6 +103,8 @@ def run_operator(namespaces: list[str], liveness: str | None, log_level: str = "
             liveness_endpoint=liveness,
             # kopf's own peering is off: with several replicas, the Lease decides who runs kopf at all.
             standalone=True,
+            # What the handlers know of the command line (the login handler sizes kopf's pool by it).
+            memo=kopf.Memo(namespaces=tuple(namespaces)),
         ))
     finally:
         stopping.set()

@@ -66,6 +66,13 @@ def test_minimal_path_trains_registers_and_serves(api_client, namespace, players
     assert td["status"]["serving"]["url"] == f"http://churn-{namespace}.example.com"
     assert td["status"]["serving"]["modelVersion"] == "1"
     assert registry.get_model_version_by_alias(model_name, "champion").version == "1"
+    # kopf's bookkeeping on the object is its finalizer (a deletion waits for the outside work to
+    # stop) and nothing else: no last-handled copy of the spec, patched onto every new object.
+    # The operator's first status write waited for that patch, so no write met a conflict.
+    assert td["metadata"]["finalizers"] == ["traindeploy.io/finalizer"]
+    assert not [key for key in td["metadata"].get("annotations") or {} if key.startswith("traindeploy.io/")]
+    conflicts = operator.scrape().get(("traindeploy_status_write_conflicts_total", ()), None)
+    assert conflicts == 0
 
     events = wait_for(lambda: [e.reason for e in client.CoreV1Api(api_client).list_namespaced_event(
         namespace, field_selector="involvedObject.name=churn").items],
