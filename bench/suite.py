@@ -224,6 +224,10 @@ class Scenario:
         await self._until(lambda: len(training_at) >= count, f"{controller.label}: {count} in Training",
                           lambda: len(training_at))
         figures["training_s"] = max(training_at.values()) - t0
+        # MLflow's writes until then: the harness server (SQLite, one worker) serializes them, so
+        # their rate shows whether the fan-in is bound by MLflow rather than by the controller.
+        figures["fanin_mlflow_writes"] = sum(
+            v for (method, endpoint), v in self.proxy.counts.items() if method == "POST" and "search" not in endpoint)
         per_object = [training_at[name] - created_at[name] for name in created_at]
         figures["training_p50"], figures["training_p99"] = percentile(per_object, 0.5), percentile(per_object, 0.99)
 
@@ -315,6 +319,8 @@ def report(results: dict[int, dict[str, dict]], load: str) -> None:
         row("driver start -> all Ready (s)", n, lambda f: f["ready_s"], ".1f")
         row("  per object p50 (s)", n, lambda f: f["ready_p50"], ".2f")
         row("  per object p99 (s)", n, lambda f: f["ready_p99"], ".2f")
+        row("  MLflow writes / TD until then", n, lambda f: f["fanin_mlflow_writes"] / n, ".2f")
+        row("  MLflow writes / s until then", n, lambda f: f["fanin_mlflow_writes"] / f["training_s"], ".1f")
         row("k8s requests / lifecycle (no Events)", n, lambda f: _per(f["api"], n, events=False), ".1f")
         row("  k8s writes / lifecycle (no Events)", n, lambda f: _per(f["api"], n, events=False, writes=True), ".1f")
         row("  Events / lifecycle", n, lambda f: f["api"].get(("POST", "events"), 0) / n, ".1f")
@@ -328,6 +334,11 @@ def report(results: dict[int, dict[str, dict]], load: str) -> None:
         row("restart -> N Ready observed (s)", n, lambda f: f["restart_s"], ".1f")
         row("  writes during restart", n, lambda f: f["restart_writes"], ".0f")
         row("  TrainDeploys changed by restart", n, lambda f: f["restart_changed"], ".0f")
+    for n in results:
+        # At the same MLflow write rate, the fan-in time is in the ratio of the writes each makes.
+        op, base = results[n]["operator"], results[n]["baseline"]
+        bound = _ratio(op["fanin_mlflow_writes"], base["fanin_mlflow_writes"])
+        rows.append(("fan-in ratio MLflow's write rate allows", str(n), "", "", bound))
     counts = sorted(results)
     if len(counts) > 1:
         small, large = counts[0], counts[-1]
