@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Mapping
 
@@ -46,6 +47,10 @@ def _one_of(choices: tuple[str, ...], what: str, variable: str):
 
     parse.__name__ = what  # argparse names the type in its error messages
     return parse
+
+
+# A namespace's name: a DNS-1123 label.
+NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def namespaces_from_env(environ: Mapping[str, str]) -> list[str]:
@@ -103,6 +108,10 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         from traindeploy.runner import run_operator
 
         namespaces = args.namespace if args.namespace else namespaces_from_env(env)
+        for name in namespaces:
+            if not NAMESPACE_NAME.fullmatch(name):
+                # kopf would take a pattern, but the informers of the children list exact names.
+                parser.error(f"--namespace {name!r}: not a namespace name (patterns are not supported)")
         return run_operator(namespaces=namespaces, liveness=args.liveness,
                             log_level="debug" if args.verbose else args.log_level,
                             log_format=args.log_format)

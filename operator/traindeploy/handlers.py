@@ -1,8 +1,8 @@
 """kopf handlers: one long-lived reconcile loop per TrainDeploy, woken by watch events.
 
 Each TrainDeploy gets a daemon that reconciles, then sleeps until something it cares about
-changes: the TrainDeploy's spec or annotations, or one of its children (watched cluster-wide per
-kind, not polled). Outside systems that cannot be watched (KFP, MLflow) are polled only while a
+changes: the TrainDeploy's spec or annotations, or one of its children (listed and watched per
+kind by the operator's informers, not polled). Outside systems that cannot be watched (KFP, MLflow) are polled only while a
 stage waits on them, and an unavailable dependency is retried with exponential backoff. The API
 load therefore grows with change, not with the number of TrainDeploys.
 """
@@ -26,7 +26,8 @@ import requests.adapters
 from traindeploy import GROUP, PLURAL, VERSION, cycle, metrics, naming, telemetry, triggers
 from traindeploy.config import OperatorConfig
 from traindeploy.context import Pass
-from traindeploy.kube import Conflict, Kube, KubeError, kept
+from traindeploy.informer import Informers
+from traindeploy.kube import Conflict, Kube, KubeError
 from traindeploy.reconciler import CHILD_KINDS, TRAINDEPLOY, Environment, Outcome, reconcile
 from traindeploy.results import Problem
 
@@ -73,7 +74,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     # Our own finalizer name and annotation prefix, so nothing of kopf's defaults leaks into the API.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="traindeploy.io")
@@ -93,10 +94,31 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> None:
     http.mount("https://", adapter)
     memo.env = Environment(kube=Kube(_api_client(workers), timeout=memo.config.http_timeout), config=memo.config,
                            http=http)
+    _start_informers(memo, asyncio.get_running_loop())
+
+
+def _start_informers(memo: kopf.Memo, loop: asyncio.AbstractEventLoop) -> None:
+    """The children, listed and watched per kind and namespace; passes read them from memory and
+    each change wakes the owner's daemon. Daemons start their first pass once every kind was
+    listed (or refused), so a pass never takes a child that exists for one that does not."""
+    namespaces = tuple(getattr(memo, "namespaces", ()))
+    selector = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
+
+    def changed(obj: dict) -> None:
+        loop.call_soon_threadsafe(_wake, naming.owner_uid(obj))
+
+    informers = Informers(_api_client(len(CHILD_KINDS) * max(1, len(namespaces))), CHILD_KINDS, namespaces,
+                          selector, naming.LABEL_NAME, changed).start()
+    for kind, cache in informers.caches.items():
+        memo.env.kube.read_watched(kind, cache, label=naming.LABEL_NAME)
+    memo.informers = informers
+    memo.children_listed = loop.run_in_executor(None, informers.wait_tried)
 
 
 @kopf.on.cleanup()
 def stop_passes(memo: kopf.Memo, **_) -> None:
+    if getattr(memo, "informers", None) is not None:
+        memo.informers.stop()
     if getattr(memo, "passes", None) is not None:
         memo.passes.shutdown(wait=False, cancel_futures=True)
 
@@ -124,14 +146,13 @@ KOPF_REQUEST_CONNECTIONS = 16
 
 
 def kopf_connections(namespaces: Sequence[str] | None) -> int | None:
-    """The most connections kopf needs: one per watch stream (the TrainDeploy and each child
-    kind in each namespace, and its CRD and namespace observers) and the share for requests.
-    None, no bound, when the namespaces are not known or are patterns kopf matches as they
-    appear: a bound below the number of streams would starve the watches."""
-    if namespaces is None or any(ch in name for name in namespaces for ch in "*?[!,"):
+    """The most connections kopf needs: one per watch stream (the TrainDeploys of each namespace,
+    and its CRD and namespace observers; the children are the informers' own) and the share for
+    requests. None, no bound, when the namespaces are not known: a bound below the number of
+    streams would starve the watches."""
+    if namespaces is None:
         return None
-    streams = (1 + len(CHILD_KINDS)) * max(1, len(namespaces)) + 2
-    return streams + KOPF_REQUEST_CONNECTIONS
+    return max(1, len(namespaces)) + 2 + KOPF_REQUEST_CONNECTIONS
 
 
 @kopf.on.login()
@@ -155,11 +176,8 @@ async def reconcile_loop(body: kopf.Body, uid: str, stopped: kopf.DaemonStopped,
                          logger: kopf.Logger, **kwargs) -> None:
     loop = _loops.setdefault(uid, _Loop())
     env: Environment = memo.env
-    if not env.kube.watched:
-        # kopf hands its indexes to handlers only; the same live objects serve every pass.
-        for kind in CHILD_KINDS:
-            env.kube.read_watched(kind, kwargs[_index_id(kind)], label=naming.LABEL_NAME)
     try:
+        await asyncio.shield(memo.children_listed)
         if FINALIZER not in (body.get("metadata", {}).get("finalizers") or ()):
             # kopf adds its finalizer as it starts the daemon: a status write made before that
             # patch lands would conflict with it, costing a read and a second write. The patch's
@@ -298,33 +316,6 @@ async def traindeploy_changed(body: kopf.Body, uid: str, **_) -> None:
     loop = _loops.get(uid)
     if loop is not None and _interesting(body) != loop.seen:
         loop.wake.set()
-
-
-async def _child_changed(body: kopf.Body, **_) -> None:
-    _wake(naming.owner_uid(dict(body)))
-
-
-def _index_child(namespace: str, name: str, body: kopf.Body, labels: kopf.Labels, **_) -> dict:
-    """Each child under its name, and under its TrainDeploy's name label (what status rebuilt
-    from the world lists by)."""
-    compact = kept(body)
-    keys = {(namespace, name): compact}
-    if naming.LABEL_NAME in labels:
-        keys[(namespace, naming.LABEL_NAME, labels[naming.LABEL_NAME])] = compact
-    return keys
-
-
-def _index_id(kind) -> str:
-    return f"watched_{kind.plural}"
-
-
-# Each child kind is indexed as the watch delivers it, and passes read children from there, not
-# from the apiserver: kopf fills the indexes before any handler runs, then keeps them current.
-for _kind in CHILD_KINDS:
-    kopf.index(_kind.group, _kind.version, _kind.plural, id=_index_id(_kind),
-               labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})(_index_child)
-    kopf.on.event(_kind.group, _kind.version, _kind.plural, id=f"wake-owner-of-{_kind.plural}",
-                  labels={naming.LABEL_MANAGED_BY: naming.MANAGED_BY})(_child_changed)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)

@@ -141,20 +141,21 @@ class Kube:
         self.watched: dict[tuple[str, str], tuple[Mapping, str | None]] = {}
 
     def read_watched(self, kind: Kind, indexed: Mapping, label: str | None = None) -> None:
-        """Reads of `kind` come from `indexed` from now on: a kopf index of our own children,
-        which kopf fills from the initial listing before any handler runs and keeps current
-        from the watch, so a name it lacks is one that does not exist (or whose creation the
-        watch has not delivered yet: `ensure` then meets AlreadyExists and reads the object).
-        Its keys are (namespace, name) and, for `list` by `label`, (namespace, label, value);
-        its values are what `kept` makes of each object."""
+        """Reads of `kind` come from `indexed` from now on: what the operator's informer of its
+        own children holds (`informer.ChildCache`), filled by a list and kept current by a
+        watch, so a name it lacks is one that does not exist (or whose creation the watch has
+        not delivered yet: `ensure` then meets AlreadyExists and reads the object). Its keys are
+        (namespace, name) and, for `list` by `label`, (namespace, label, value); its values are
+        what `kept` makes of each object. Namespaces it has not listed (`synced_for`) are read
+        from the apiserver."""
         self.watched[(kind.group, kind.plural)] = (indexed, label)
 
     def _indexed(self, kind: Kind, key: tuple) -> list[dict] | None:
-        """The objects the index holds under `key`, parsed from what it keeps (`kept`), so callers
-        may edit them; None when `kind` is not watched, or the index changed while it was read
-        (kopf updates it on the event loop)."""
+        """The objects the cache holds under `key`, parsed from what it keeps (`kept`), so callers
+        may edit them; None when `kind` is not watched in that namespace, or the cache changed
+        while it was read."""
         indexed, _ = self.watched.get((kind.group, kind.plural), (None, None))
-        if indexed is None:
+        if indexed is None or not getattr(indexed, "synced_for", lambda namespace: True)(key[0]):
             return None
         try:
             return [json.loads(obj) for obj in indexed.get(key) or ()]

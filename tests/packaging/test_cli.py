@@ -91,6 +91,15 @@ def test_bad_flags_are_refused(started, argv, capsys):
     assert started == []
 
 
+@pytest.mark.parametrize(("argv", "environ"), [(["run", "-n", "team-*"], {}), (["run"], {"TRAINDEPLOY_WATCH_NAMESPACES": "a,Team_B"})])
+def test_namespaces_must_be_names(started, argv, environ, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv, environ=environ)
+    assert exit_.value.code == 2
+    assert "not a namespace name" in capsys.readouterr().err
+    assert started == []
+
+
 @pytest.fixture
 def root_logging():
     """configure_logging replaces the root handlers; put pytest's back afterwards."""

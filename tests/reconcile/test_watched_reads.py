@@ -1,5 +1,5 @@
-"""Children read from what the watches delivered (`Kube.read_watched`, fed with kopf's indexes by
-the operator) instead of the apiserver, against the real apiserver: a read costs no request, and
+"""Children read from what the watches delivered (`Kube.read_watched`, fed by the operator's
+informers) instead of the apiserver, against the real apiserver: a read costs no request, and
 an index that lags behind the apiserver never makes the operator create twice or lose a write."""
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ class CountingKube(Kube):
 
 
 def _index(*objects: dict) -> dict:
-    """The shape of a kopf index of our `_index_child`: (namespace, name) and (namespace, label,
-    value) -> the objects there."""
+    """The shape of what an informer's cache answers: (namespace, name) and (namespace, label,
+    value) -> the objects there, as `kept` strings."""
     index: dict = {}
     for o in objects:
         meta = o["metadata"]
