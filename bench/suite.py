@@ -258,9 +258,11 @@ class Scenario:
         # Restart with N Ready.
         versions = await self._versions(namespace)
         api2, mine2, t3 = await kube.request_totals(), Counter(kube.counts), time.monotonic()
+        mlflow2 = Counter(self.proxy.counts)
         figures["restart_s"] = await asyncio.to_thread(controller.restart_and_observe, count)
         await asyncio.sleep(3)  # time to (wrongly) write
         restart = await self._api_since(api2, mine2, t3)
+        figures["restart_mlflow"] = sum(delta(Counter(self.proxy.counts), mlflow2).values())
         figures["restart_writes"] = sum(v for (verb, _), v in restart.items() if verb in WRITE_VERBS)
         after = await self._versions(namespace)
         figures["restart_changed"] = sum(1 for name, version in versions.items() if after.get(name) != version)
@@ -333,6 +335,7 @@ def report(results: dict[int, dict[str, dict]], load: str) -> None:
         row("CPU s / lifecycle", n, lambda f: f["cpu_per_lifecycle"], ".3f")
         row("restart -> N Ready observed (s)", n, lambda f: f["restart_s"], ".1f")
         row("  writes during restart", n, lambda f: f["restart_writes"], ".0f")
+        row("  MLflow requests during restart", n, lambda f: f["restart_mlflow"], ".0f")
         row("  TrainDeploys changed by restart", n, lambda f: f["restart_changed"], ".0f")
     for n in results:
         # At the same MLflow write rate, the fan-in time is in the ratio of the writes each makes.
