@@ -30,6 +30,7 @@ RUNTIME_DEPENDENCIES = {
     "requests": "MLflow and KFP REST clients",
     "croniter": "spec.retrain.schedule cron expressions (traindeploy.triggers)",
     "prometheus-client": "the /metrics endpoint (traindeploy.metrics)",
+    "aiohttp": "kopf's apiserver session, with a bounded pool (traindeploy.handlers)",
 }
 
 # Imported by the operator but installed by a declared dependency (requests and kubernetes both
