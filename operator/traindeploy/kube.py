@@ -20,7 +20,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import urllib3
 from kubernetes import client
@@ -131,6 +131,14 @@ def kept(body: Mapping[str, Any]) -> str:
     return json.dumps({**body, "metadata": metadata}, separators=(",", ":"))
 
 
+class WatchedObjects(Protocol):
+    """What `read_watched` reads: `informer.ChildCache`."""
+
+    def synced_for(self, namespace: str) -> bool: ...
+
+    def get(self, key: tuple) -> tuple[str, ...] | None: ...
+
+
 class Kube:
     def __init__(self, api_client: client.ApiClient, timeout: float = 10.0) -> None:
         self.custom = client.CustomObjectsApi(api_client)
@@ -138,9 +146,9 @@ class Kube:
         self.timeout = timeout
         # Kinds read from what the operator's watches delivered instead of from the apiserver:
         # (group, plural) -> (the index, the label it is also keyed by).
-        self.watched: dict[tuple[str, str], tuple[Mapping, str | None]] = {}
+        self.watched: dict[tuple[str, str], tuple[WatchedObjects, str | None]] = {}
 
-    def read_watched(self, kind: Kind, indexed: Mapping, label: str | None = None) -> None:
+    def read_watched(self, kind: Kind, indexed: WatchedObjects, label: str | None = None) -> None:
         """Reads of `kind` come from `indexed` from now on: what the operator's informer of its
         own children holds (`informer.ChildCache`), filled by a list and kept current by a
         watch, so a name it lacks is one that does not exist (or whose creation the watch has
@@ -152,15 +160,11 @@ class Kube:
 
     def _indexed(self, kind: Kind, key: tuple) -> list[dict] | None:
         """The objects the cache holds under `key`, parsed from what it keeps (`kept`), so callers
-        may edit them; None when `kind` is not watched in that namespace, or the cache changed
-        while it was read."""
+        may edit them; None when `kind` is not watched in that namespace."""
         indexed, _ = self.watched.get((kind.group, kind.plural), (None, None))
-        if indexed is None or not getattr(indexed, "synced_for", lambda namespace: True)(key[0]):
+        if indexed is None or not indexed.synced_for(key[0]):
             return None
-        try:
-            return [json.loads(obj) for obj in indexed.get(key) or ()]
-        except RuntimeError:
-            return None
+        return [json.loads(obj) for obj in indexed.get(key) or ()]
 
     def _call(self, what: str, fn, *args, **kwargs):
         """One apiserver request, timed in `traindeploy_dependency_request_duration_seconds` with

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 
+from traindeploy.informer import ChildCache
 from traindeploy.kube import Kube, kept
 from traindeploy.naming import LABEL_NAME
 from traindeploy.stages.training import PYTORCHJOB
@@ -26,16 +27,11 @@ class CountingKube(Kube):
         return super()._call(what, fn, *args, **kwargs)
 
 
-def _index(*objects: dict) -> dict:
-    """The shape of what an informer's cache answers: (namespace, name) and (namespace, label,
-    value) -> the objects there, as `kept` strings."""
-    index: dict = {}
-    for o in objects:
-        meta = o["metadata"]
-        index.setdefault((meta["namespace"], meta["name"]), []).append(kept(o))
-        if LABEL_NAME in (meta.get("labels") or {}):
-            index.setdefault((meta["namespace"], LABEL_NAME, meta["labels"][LABEL_NAME]), []).append(kept(o))
-    return index
+def _cache(namespace: str, *objects: dict) -> ChildCache:
+    """What an informer holds once it listed `namespace` and found `objects` there."""
+    cache = ChildCache(LABEL_NAME)
+    cache.replace(namespace, objects)
+    return cache
 
 
 def _labelled(namespace: str, name: str, owner: str) -> dict:
@@ -47,7 +43,7 @@ def _labelled(namespace: str, name: str, owner: str) -> dict:
 def test_a_watched_child_is_read_without_a_request(api_client, namespace):
     kube = CountingKube(api_client)
     created, _ = kube.ensure(PYTORCHJOB, _job(namespace, "churn-g1-train"))
-    index = _index(created)
+    index = _cache(namespace, created)
     kube.read_watched(PYTORCHJOB, index)
     kube.requests.clear()
     read = kube.get(PYTORCHJOB, namespace, "churn-g1-train")
@@ -83,7 +79,7 @@ def test_an_index_that_has_not_seen_a_creation_yet_never_creates_twice(api_clien
     kube = CountingKube(api_client)
     first, done = kube.ensure(PYTORCHJOB, _job(namespace, "churn-g1-train"))
     assert done == "created"
-    kube.read_watched(PYTORCHJOB, _index())  # the watch has not delivered it yet
+    kube.read_watched(PYTORCHJOB, _cache(namespace))  # the watch has not delivered it yet
     again, done = kube.ensure(PYTORCHJOB, _job(namespace, "churn-g1-train"))
     assert done == "unchanged" and again["metadata"]["uid"] == first["metadata"]["uid"]
     assert kube.requests[-2:] == ["create", "get"]  # refused as AlreadyExists, then read
@@ -98,7 +94,7 @@ def test_a_stale_index_costs_a_patch_the_apiserver_keeps_as_it_is(api_client, na
     wanted["spec"]["runPolicy"] = {"backoffLimit": 2}
     patched, done = kube.ensure(PYTORCHJOB, copy.deepcopy(wanted))
     assert done == "patched"
-    kube.read_watched(PYTORCHJOB, _index(original))
+    kube.read_watched(PYTORCHJOB, _cache(namespace, original))
     again, done = kube.ensure(PYTORCHJOB, copy.deepcopy(wanted))
     assert done == "patched" and again["metadata"]["resourceVersion"] == patched["metadata"]["resourceVersion"]
 
@@ -116,7 +112,7 @@ def test_children_of_a_traindeploy_are_listed_from_the_index_by_its_name_label(a
     one, _ = kube.ensure(PYTORCHJOB, _labelled(namespace, "churn-g1-train", "churn"))
     two, _ = kube.ensure(PYTORCHJOB, _labelled(namespace, "churn-g2-train", "churn"))
     other, _ = kube.ensure(PYTORCHJOB, _labelled(namespace, "fraud-g1-train", "fraud"))
-    kube.read_watched(PYTORCHJOB, _index(one, two, other), label=LABEL_NAME)
+    kube.read_watched(PYTORCHJOB, _cache(namespace, one, two, other), label=LABEL_NAME)
     kube.requests.clear()
     listed = kube.list(PYTORCHJOB, namespace, f"{LABEL_NAME}=churn")
     assert sorted(job["metadata"]["name"] for job in listed) == ["churn-g1-train", "churn-g2-train"]
