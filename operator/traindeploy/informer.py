@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from traindeploy.kube import Kind, KubeError, classify, kept
+from traindeploy.kube import Kind, KindNotServed, KubeError, NotFound, classify, kept
 
 log = logging.getLogger(__name__)
 
@@ -139,24 +139,26 @@ class Informer:
                 while not self.stopping.is_set():
                     version = self._watch(version)
             except ApiException as error:
-                typed = classify(f"list or watch {self.kind.kind}", error)
-                self._failed(typed)
+                self._failed(classify(f"list or watch {self.kind.kind}", error))
             except Exception as error:  # noqa: BLE001 - the thread must outlive any failed request
                 log.warning("Watching %s failed (%s: %s); listing again.", self.kind.plural, type(error).__name__, error)
-                self.cache.unsync(self.namespace)
-                self.tried.set()
-                self.stopping.wait(RETRY_SECONDS)
+                self._read_from_apiserver(RETRY_SECONDS)
 
     def _failed(self, error: KubeError) -> None:
         if error.status == 410:  # the watch's resourceVersion is too old: list again at once
             return
-        self.tried.set()
-        not_served = error.status == 404
-        if not not_served:
-            log.warning("Could not list or watch %s: %s; reading them from the apiserver meanwhile.",
-                        self.kind.plural, error)
+        if isinstance(error, (KindNotServed, NotFound)):  # no CRD yet: look again now and then, quietly
+            self._read_from_apiserver(NOT_SERVED_RETRY_SECONDS)
+            return
+        log.warning("Could not list or watch %s: %s; reading them from the apiserver meanwhile.",
+                    self.kind.plural, error)
+        self._read_from_apiserver(RETRY_SECONDS)
+
+    def _read_from_apiserver(self, seconds: float) -> None:
+        """Until a list succeeds again, reads of this namespace go to the apiserver."""
         self.cache.unsync(self.namespace)
-        self.stopping.wait(NOT_SERVED_RETRY_SECONDS if not_served else RETRY_SECONDS)
+        self.tried.set()
+        self.stopping.wait(seconds)
 
     def _list(self) -> str:
         fn, args = self._lister()
