@@ -120,7 +120,7 @@ def _start_informers(memo: kopf.Memo, loop: asyncio.AbstractEventLoop) -> None:
     informers = Informers(_api_client(len(CHILD_KINDS) * max(1, len(namespaces))), CHILD_KINDS, namespaces,
                           selector, naming.LABEL_NAME, changed).start()
     for kind, cache in informers.caches.items():
-        memo.env.kube.read_watched(kind, cache, label=naming.LABEL_NAME)
+        memo.env.kube.read_watched(kind, cache)
     memo.informers = informers
     memo.children_listed = loop.run_in_executor(None, informers.wait_tried)
 

@@ -132,7 +132,9 @@ def kept(body: Mapping[str, Any]) -> str:
 
 
 class WatchedObjects(Protocol):
-    """What `read_watched` reads: `informer.ChildCache`."""
+    """What `read_watched` reads: `informer.ChildCache`, keyed also by its `label`."""
+
+    label: str
 
     def synced_for(self, namespace: str) -> bool: ...
 
@@ -144,24 +146,23 @@ class Kube:
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.timeout = timeout
-        # Kinds read from what the operator's watches delivered instead of from the apiserver:
-        # (group, plural) -> (the index, the label it is also keyed by).
-        self.watched: dict[tuple[str, str], tuple[WatchedObjects, str | None]] = {}
+        # Kinds read from what the operator's watches delivered instead of from the apiserver.
+        self.watched: dict[tuple[str, str], WatchedObjects] = {}
 
-    def read_watched(self, kind: Kind, indexed: WatchedObjects, label: str | None = None) -> None:
+    def read_watched(self, kind: Kind, indexed: WatchedObjects) -> None:
         """Reads of `kind` come from `indexed` from now on: what the operator's informer of its
         own children holds (`informer.ChildCache`), filled by a list and kept current by a
         watch, so a name it lacks is one that does not exist (or whose creation the watch has
         not delivered yet: `ensure` then meets AlreadyExists and reads the object). Its keys are
-        (namespace, name) and, for `list` by `label`, (namespace, label, value); its values are
+        (namespace, name) and, for `list` by its `label`, (namespace, label, value); its values are
         what `kept` makes of each object. Namespaces it has not listed (`synced_for`) are read
         from the apiserver."""
-        self.watched[(kind.group, kind.plural)] = (indexed, label)
+        self.watched[(kind.group, kind.plural)] = indexed
 
     def _indexed(self, kind: Kind, key: tuple) -> list[dict] | None:
         """The objects the cache holds under `key`, parsed from what it keeps (`kept`), so callers
         may edit them; None when `kind` is not watched in that namespace."""
-        indexed, _ = self.watched.get((kind.group, kind.plural), (None, None))
+        indexed = self.watched.get((kind.group, kind.plural))
         if indexed is None or not indexed.synced_for(key[0]):
             return None
         return [json.loads(obj) for obj in indexed.get(key) or ()]
@@ -209,8 +210,8 @@ class Kube:
         """The objects of a kind with the labels: from the index when it is keyed by that label,
         else from the apiserver's watch cache."""
         label, _, value = label_selector.partition("=")
-        _, indexed_label = self.watched.get((kind.group, kind.plural), (None, None))
-        watched = self._indexed(kind, (namespace, label, value)) if label == indexed_label else None
+        indexed = self.watched.get((kind.group, kind.plural))
+        watched = self._indexed(kind, (namespace, label, value)) if indexed is not None and label == indexed.label else None
         if watched is not None:
             return watched
         found = self._call(f"list {kind.kind} in {namespace}", self.custom.list_namespaced_custom_object,

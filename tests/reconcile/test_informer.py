@@ -54,7 +54,7 @@ def test_listed_then_watched_children_are_read_from_memory(api_client, namespace
     try:
         assert informers.wait_tried(timeout=30)
         kube = CountingKube(api_client)
-        kube.read_watched(PYTORCHJOB, informers.caches[PYTORCHJOB], label=LABEL_NAME)
+        kube.read_watched(PYTORCHJOB, informers.caches[PYTORCHJOB])
         listed = kube.get(PYTORCHJOB, namespace, "churn-g1-train")
         assert listed["metadata"]["labels"][LABEL_NAME] == "churn" and "managedFields" not in listed["metadata"]
         assert kube.get(PYTORCHJOB, namespace, "not-ours") is None  # not labelled as ours: not watched
@@ -85,7 +85,7 @@ def test_a_kind_the_cluster_does_not_serve_is_read_from_the_apiserver(api_client
         cache = informers.caches[missing]
         assert not cache.synced_for(namespace)
         kube = CountingKube(api_client)
-        kube.read_watched(missing, cache, label=LABEL_NAME)
+        kube.read_watched(missing, cache)
         with pytest.raises(KindNotServed):  # the apiserver's answer, not an empty cache's "absent"
             kube.get(missing, namespace, "w")
         assert kube.requests == ["get"]

@@ -112,7 +112,7 @@ def test_children_of_a_traindeploy_are_listed_from_the_index_by_its_name_label(a
     one, _ = kube.ensure(PYTORCHJOB, _labelled(namespace, "churn-g1-train", "churn"))
     two, _ = kube.ensure(PYTORCHJOB, _labelled(namespace, "churn-g2-train", "churn"))
     other, _ = kube.ensure(PYTORCHJOB, _labelled(namespace, "fraud-g1-train", "fraud"))
-    kube.read_watched(PYTORCHJOB, _cache(namespace, one, two, other), label=LABEL_NAME)
+    kube.read_watched(PYTORCHJOB, _cache(namespace, one, two, other))
     kube.requests.clear()
     listed = kube.list(PYTORCHJOB, namespace, f"{LABEL_NAME}=churn")
     assert sorted(job["metadata"]["name"] for job in listed) == ["churn-g1-train", "churn-g2-train"]
