@@ -48,6 +48,16 @@ def api_client(control_plane):
     client.close()
 
 
+@pytest.fixture(scope="session")
+def apiserver(control_plane):
+    """The operator's own apiserver client (`traindeploy.apiserver`), on the admin kubeconfig."""
+    from traindeploy.apiserver import ApiServer
+
+    api = ApiServer.from_environment(connections=4)  # $KUBECONFIG is the control plane's
+    yield api
+    api.close()
+
+
 @pytest.fixture
 def namespace(api_client) -> str:
     """A fresh namespace per test, deleted afterwards (the namespace controller empties it)."""

@@ -25,6 +25,7 @@ import requests
 import requests.adapters
 
 from traindeploy import GROUP, PLURAL, VERSION, cycle, metrics, naming, telemetry, triggers
+from traindeploy.apiserver import ApiServer
 from traindeploy.config import OperatorConfig
 from traindeploy.context import Pass
 from traindeploy.informer import Informers
@@ -133,20 +134,10 @@ def stop_passes(memo: kopf.Memo, **_) -> None:
         memo.passes.shutdown(wait=False, cancel_futures=True)
 
 
-def _api_client(connections: int = 1):
+def _api_client(connections: int = 1) -> ApiServer:
     """A client for our own calls, configured in-cluster or from $KUBECONFIG when called, with a
     connection for each pass that may run at once."""
-    import os
-
-    from kubernetes import client, config
-
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
-    configuration.connection_pool_maxsize = max(connections, configuration.connection_pool_maxsize or 0)
-    return client.ApiClient(configuration)
+    return ApiServer.from_environment(connections)
 
 
 # kopf's own session opens a connection per request in flight, without limit: a fan-in of 300

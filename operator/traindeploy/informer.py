@@ -9,8 +9,9 @@ alone (quadratic in the number of objects). Here the daemons wait on one event: 
 listed.
 
 One thread per kind and namespace (or per kind, cluster-wide) runs list, then watch until the
-server ends it (every few minutes), then watch again from the last resourceVersion; a watch
-refused as too old (410 Gone) lists again. A kind the cluster does not serve (its CRD is not
+server ends it (every few minutes), then watch again from the last resourceVersion (bookmarks
+advance it while nothing changes); a watch refused as too old (410 Gone, as an HTTP answer or as
+an ERROR event in the stream) lists again. A kind the cluster does not serve (its CRD is not
 installed), or that the operator may not list, is not cached: reads of it go to the apiserver,
 and the list is tried again a little later.
 """
@@ -22,15 +23,15 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 
-from kubernetes import client, watch
-from kubernetes.client.rest import ApiException
-
+from traindeploy.apiserver import ApiError, ApiServer, WatchStream
 from traindeploy.kube import Kind, KindNotServed, KubeError, NotFound, classify, kept
 
 log = logging.getLogger(__name__)
 
 # A watch request asks the server to end it after this long, and gives up waiting a bit later.
 WATCH_SECONDS = 300
+# A list is given up after this long.
+LIST_SECONDS = 60
 # A failed list or watch is tried again after this long (a kind not served: after the longer one).
 RETRY_SECONDS = 2.0
 NOT_SERVED_RETRY_SECONDS = 30.0
@@ -109,13 +110,14 @@ class Informer:
     """Keeps `cache` current with the objects of `kind` labelled `selector` in `namespace` (None:
     the whole cluster), calling `changed(obj)` after each change is stored."""
 
-    def __init__(self, api_client, kind: Kind, namespace: str | None, selector: str, cache: ChildCache,
+    def __init__(self, api: ApiServer, kind: Kind, namespace: str | None, selector: str, cache: ChildCache,
                  changed: Callable[[dict], None]) -> None:
-        self.api = client.CustomObjectsApi(api_client)
+        self.api = api
         self.kind, self.namespace, self.selector = kind, namespace, selector
         self.cache, self.changed = cache, changed
         self.tried = threading.Event()  # the first list was tried (filled, or refused)
         self.stopping = threading.Event()
+        self._stream: WatchStream | None = None
         where = namespace or "cluster"
         self._thread = threading.Thread(target=self._run, name=f"informer-{kind.plural}-{where}", daemon=True)
 
@@ -125,12 +127,9 @@ class Informer:
 
     def stop(self) -> None:
         self.stopping.set()
-
-    def _lister(self):
-        k = self.kind
-        if self.namespace is None:
-            return self.api.list_cluster_custom_object, (k.group, k.version, k.plural)
-        return self.api.list_namespaced_custom_object, (k.group, k.version, self.namespace, k.plural)
+        stream = self._stream
+        if stream is not None:  # ends a watch waiting for its next event at once
+            stream.stop()
 
     def _run(self) -> None:
         while not self.stopping.is_set():
@@ -138,9 +137,9 @@ class Informer:
                 version = self._list()
                 while not self.stopping.is_set():
                     version = self._watch(version)
-            except ApiException as error:
+            except ApiError as error:
                 self._failed(classify(f"list or watch {self.kind.kind}", error))
-            except Exception as error:  # noqa: BLE001 - the thread must outlive any failed request
+            except Exception as error:  # noqa: BLE001 - Unreachable, or anything: the thread lives on
                 log.warning("Watching %s failed (%s: %s); listing again.", self.kind.plural, type(error).__name__, error)
                 self._read_from_apiserver(RETRY_SECONDS)
 
@@ -161,40 +160,45 @@ class Informer:
         self.stopping.wait(seconds)
 
     def _list(self) -> str:
-        fn, args = self._lister()
-        listed = fn(*args, label_selector=self.selector, _request_timeout=60)
+        listed = self.api.request("GET", self.kind.path(self.namespace), query={"labelSelector": self.selector},
+                                  timeout=LIST_SECONDS)
         for obj in self.cache.replace(self.namespace, listed.get("items") or []):
             self.changed(obj)
         self.tried.set()
         return listed["metadata"]["resourceVersion"]
 
     def _watch(self, version: str) -> str:
-        fn, args = self._lister()
-        stream = watch.Watch()
-        try:
-            for event in stream.stream(fn, *args, label_selector=self.selector, resource_version=version,
-                                       allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
-                                       _request_timeout=WATCH_SECONDS + 30):
-                kind, obj = event["type"], event["object"]
-                if kind == "DELETED":
-                    self.cache.remove(obj)
-                    self.changed(obj)
-                elif kind in ("ADDED", "MODIFIED") and self.cache.put(obj):
-                    self.changed(obj)
-                if self.stopping.is_set():
-                    break
-        finally:
-            stream.stop()
-        return stream.resource_version or version
+        """Applies the watch's events until the server ends it; the resourceVersion to go on from.
+        An ERROR event (410: `version` is too old) raises `ApiError`."""
+        query = {"labelSelector": self.selector, "resourceVersion": version, "allowWatchBookmarks": True,
+                 "timeoutSeconds": WATCH_SECONDS}
+        with self.api.watch(self.kind.path(self.namespace), query, timeout=WATCH_SECONDS + 30) as stream:
+            self._stream = stream
+            try:
+                if self.stopping.is_set():  # stopped before the stream could be stopped
+                    return version
+                for event in stream:
+                    kind, obj = event["type"], event["object"]
+                    if kind == "DELETED":
+                        self.cache.remove(obj)
+                        self.changed(obj)
+                    elif kind in ("ADDED", "MODIFIED") and self.cache.put(obj):
+                        self.changed(obj)
+                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                    if self.stopping.is_set():
+                        break
+            finally:
+                self._stream = None
+        return version
 
 
 class Informers:
     """One informer per child kind and namespace; `caches` by kind, for `Kube.read_watched`."""
 
-    def __init__(self, api_client, kinds: Sequence[Kind], namespaces: Sequence[str], selector: str, label: str,
+    def __init__(self, api: ApiServer, kinds: Sequence[Kind], namespaces: Sequence[str], selector: str, label: str,
                  changed: Callable[[dict], None]) -> None:
         self.caches = {kind: ChildCache(label) for kind in kinds}
-        self.informers = [Informer(api_client, kind, namespace, selector, self.caches[kind], changed)
+        self.informers = [Informer(api, kind, namespace, selector, self.caches[kind], changed)
                           for kind in kinds for namespace in (namespaces or [None])]
 
     def start(self) -> "Informers":

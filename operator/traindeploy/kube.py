@@ -1,6 +1,6 @@
-"""The operator's few Kubernetes calls, each bounded by a timeout, with the apiserver's answers
-sorted by type, as `k8s.io/apimachinery/pkg/api/errors` does: by HTTP status and the Status
-object's `reason` and `details`, never by message text.
+"""The operator's few Kubernetes calls (sent by `traindeploy.apiserver`), each bounded by a
+timeout, with the apiserver's answers sorted by type, as `k8s.io/apimachinery/pkg/api/errors`
+does: by HTTP status and the Status object's `reason` and `details`, never by message text.
 
 | error           | answer                                                   | what the operator does           |
 |-----------------|----------------------------------------------------------|----------------------------------|
@@ -22,11 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import urllib3
-from kubernetes import client
-from kubernetes.client.rest import ApiException
-
 from traindeploy import metrics
+from traindeploy.apiserver import ApiError, ApiServer, Unreachable, path_segment
 from traindeploy.diff import drift, without_nones
 from traindeploy.secrets import decode_data
 
@@ -74,19 +71,10 @@ class KubeUnavailable(KubeError):
     """The apiserver could not be reached, or answered 5xx/429: back off and retry."""
 
 
-def classify(what: str, error: ApiException) -> KubeError:
+def classify(what: str, error: ApiError) -> KubeError:
     """The typed error for an apiserver answer."""
-    code = error.status or 0
-    try:
-        body = json.loads(error.body) if error.body else {}
-    except (TypeError, ValueError):
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
-    reason = body.get("reason") or ""
-    details = body.get("details") or {}
-    message = body.get("message") or f"HTTP {code} {error.reason or ''}".strip()
-    args = (what, message, code, reason)
+    code, reason, details = error.status, error.reason, error.details
+    args = (what, error.message, code, reason)
     if code == 429 or code >= 500:
         return KubeUnavailable(*args)
     if code == 404:
@@ -118,8 +106,27 @@ class Kind:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        """The apiserver path of the kind's collection (in `namespace`, or cluster-wide when
+        None), of one object `name`, or of its `subresource`."""
+        path = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if namespace is not None:
+            path += f"/namespaces/{path_segment(namespace)}"
+        path += f"/{self.plural}"
+        if name is not None:
+            path += f"/{path_segment(name)}"
+        if subresource is not None:
+            path += f"/{subresource}"
+        return path
+
 
 CRD = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition")
+POD = Kind("", "v1", "pods", "Pod")
+SECRET = Kind("", "v1", "secrets", "Secret")
+CONFIG_MAP = Kind("", "v1", "configmaps", "ConfigMap")
+# What the Kubernetes client's custom objects API sends a dict patch as: keys set replace, keys
+# set to null are removed, lists are replaced whole.
+MERGE_PATCH = "application/merge-patch+json"
 
 
 def kept(body: Mapping[str, Any]) -> str:
@@ -142,9 +149,8 @@ class WatchedObjects(Protocol):
 
 
 class Kube:
-    def __init__(self, api_client: client.ApiClient, timeout: float = 10.0) -> None:
-        self.custom = client.CustomObjectsApi(api_client)
-        self.core = client.CoreV1Api(api_client)
+    def __init__(self, api: ApiServer, timeout: float = 10.0) -> None:
+        self.api = api
         self.timeout = timeout
         # Kinds read from what the operator's watches delivered instead of from the apiserver.
         self.watched: dict[tuple[str, str], WatchedObjects] = {}
@@ -167,19 +173,19 @@ class Kube:
             return None
         return [json.loads(obj) for obj in indexed.get(key) or ()]
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    def _call(self, what: str, method: str, path: str, **options) -> dict:
         """One apiserver request, timed in `traindeploy_dependency_request_duration_seconds` with
         its result: ok, or the error's type (not_found, conflict, kube_unavailable, ...)."""
         with metrics.dependency_request("kubernetes") as outcome:
             try:
-                return fn(*args, _request_timeout=self.timeout, **kwargs)
-            except ApiException as error:
+                return self.api.request(method, path, timeout=self.timeout, **options)
+            except ApiError as error:
                 typed = classify(what, error)
                 outcome["result"] = metrics.snake(type(typed).__name__)
                 raise typed from None
-            except (urllib3.exceptions.HTTPError, OSError) as error:
+            except Unreachable as error:
                 outcome["result"] = "kube_unavailable"
-                raise KubeUnavailable(what, f"{type(error).__name__}: {error}") from None
+                raise KubeUnavailable(what, str(error)) from None
 
     def get(self, kind: Kind, namespace: str, name: str) -> dict | None:
         watched = self._indexed(kind, (namespace, name))
@@ -189,16 +195,14 @@ class Kube:
 
     def _get(self, kind: Kind, namespace: str, name: str) -> dict | None:
         try:
-            return self._call(f"get {kind.kind} {namespace}/{name}", self.custom.get_namespaced_custom_object,
-                              kind.group, kind.version, namespace, kind.plural, name)
+            return self._call(f"get {kind.kind} {namespace}/{name}", "GET", kind.path(namespace, name))
         except NotFound:
             return None
 
     def get_cluster(self, kind: Kind, name: str) -> dict | None:
         """A cluster-scoped custom object (a ClusterTrainingRuntime), or None when missing."""
         try:
-            return self._call(f"get {kind.kind} {name}", self.custom.get_cluster_custom_object,
-                              kind.group, kind.version, kind.plural, name)
+            return self._call(f"get {kind.kind} {name}", "GET", kind.path(None, name))
         except NotFound:
             return None
 
@@ -214,17 +218,16 @@ class Kube:
         watched = self._indexed(kind, (namespace, label, value)) if indexed is not None and label == indexed.label else None
         if watched is not None:
             return watched
-        found = self._call(f"list {kind.kind} in {namespace}", self.custom.list_namespaced_custom_object,
-                           kind.group, kind.version, namespace, kind.plural, label_selector=label_selector,
-                           resource_version="0")
+        found = self._call(f"list {kind.kind} in {namespace}", "GET", kind.path(namespace),
+                           query={"labelSelector": label_selector, "resourceVersion": "0"})
         return found.get("items") or []
 
     def pods(self, namespace: str, label_selector: str) -> list[dict]:
         """The pods with the labels, as the API writes them (camelCase dicts), from the
         apiserver's watch cache."""
-        found = self._call(f"list Pods in {namespace}", self.core.list_namespaced_pod, namespace,
-                           label_selector=label_selector, resource_version="0")
-        return [self.core.api_client.sanitize_for_serialization(pod) for pod in found.items]
+        found = self._call(f"list Pods in {namespace}", "GET", POD.path(namespace),
+                           query={"labelSelector": label_selector, "resourceVersion": "0"})
+        return found.get("items") or []
 
     def ensure(self, kind: Kind, desired: dict, owned: tuple[str, ...] = ("spec",)) -> tuple[dict, str]:
         """Creates `desired` when missing; patches the owned top-level fields (and our labels and
@@ -239,9 +242,8 @@ class Kube:
         existing = self.get(kind, namespace, name)
         if existing is None:
             try:
-                created = self._call(f"create {kind.kind} {namespace}/{name}",
-                                     self.custom.create_namespaced_custom_object,
-                                     kind.group, kind.version, namespace, kind.plural, without_nones(desired))
+                created = self._call(f"create {kind.kind} {namespace}/{name}", "POST", kind.path(namespace),
+                                     body=without_nones(desired))
                 return created, "created"
             except AlreadyExists:  # created concurrently, by a run that died before recording it, or
                 # by ourselves a moment ago, before the watch delivered it: read the apiserver.
@@ -256,14 +258,13 @@ class Kube:
                 patch.setdefault("metadata", {})[field] = meta[field]
         if not patch:
             return existing, "unchanged"
-        patched = self._call(f"patch {kind.kind} {namespace}/{name}", self.custom.patch_namespaced_custom_object,
-                             kind.group, kind.version, namespace, kind.plural, name, patch)
+        patched = self._call(f"patch {kind.kind} {namespace}/{name}", "PATCH", kind.path(namespace, name),
+                             body=patch, content_type=MERGE_PATCH)
         return patched, "patched"
 
     def delete(self, kind: Kind, namespace: str, name: str) -> None:
         try:
-            self._call(f"delete {kind.kind} {namespace}/{name}", self.custom.delete_namespaced_custom_object,
-                       kind.group, kind.version, namespace, kind.plural, name)
+            self._call(f"delete {kind.kind} {namespace}/{name}", "DELETE", kind.path(namespace, name))
         except NotFound:
             pass
 
@@ -274,22 +275,20 @@ class Kube:
         body = {"apiVersion": kind.api_version, "kind": kind.kind,
                 "metadata": {"name": name, "namespace": namespace, "resourceVersion": resource_version},
                 "status": status}
-        return self._call(f"write status of {kind.kind} {namespace}/{name}",
-                          self.custom.replace_namespaced_custom_object_status,
-                          kind.group, kind.version, namespace, kind.plural, name, body)
+        return self._call(f"write status of {kind.kind} {namespace}/{name}", "PUT",
+                          kind.path(namespace, name, "status"), body=body)
 
     def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         """The decoded data of a Secret, or None when it does not exist. Values stay in memory."""
         try:
-            secret = self._call(f"get Secret {namespace}/{name}", self.core.read_namespaced_secret, name, namespace)
+            secret = self._call(f"get Secret {namespace}/{name}", "GET", SECRET.path(namespace, name))
         except NotFound:
             return None
-        return decode_data(secret.data)
+        return decode_data(secret.get("data"))
 
     def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
-            config_map = self._call(f"get ConfigMap {namespace}/{name}", self.core.read_namespaced_config_map,
-                                    name, namespace)
+            config_map = self._call(f"get ConfigMap {namespace}/{name}", "GET", CONFIG_MAP.path(namespace, name))
         except NotFound:
             return None
-        return dict(config_map.data or {})
+        return dict(config_map.get("data") or {})

@@ -23,12 +23,23 @@ import time
 import uuid
 from typing import Callable
 
-from kubernetes import client
-from kubernetes.client.rest import ApiException
-
 from traindeploy import metrics
+from traindeploy.apiserver import ApiError, ApiServer, Unreachable, path_segment
 
 log = logging.getLogger(__name__)
+
+
+def leases_path(namespace: str) -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{path_segment(namespace)}/leases"
+
+
+def lease_path(namespace: str, name: str) -> str:
+    return f"{leases_path(namespace)}/{path_segment(name)}"
+
+
+def micro_time(moment: dt.datetime) -> str:
+    """A Kubernetes MicroTime (a Lease's acquireTime and renewTime): RFC 3339 in UTC, microseconds."""
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def identity(pod_name: str | None) -> str:
@@ -46,11 +57,12 @@ def check_timings(lease_duration: float, renew_deadline: float, retry_period: fl
 
 
 class LeaseElector:
-    def __init__(self, api: client.CoordinationV1Api, namespace: str, name: str, me: str, *,
+    def __init__(self, api: ApiServer, namespace: str, name: str, me: str, *,
                  lease_duration: float, renew_deadline: float, retry_period: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         check_timings(lease_duration, renew_deadline, retry_period)
         self.api, self.namespace, self.name, self.me = api, namespace, name, me
+        self.path = lease_path(namespace, name)
         self.lease_duration, self.renew_deadline, self.retry_period = lease_duration, renew_deadline, retry_period
         self.clock = clock
         self._observed: tuple | None = None
@@ -61,57 +73,57 @@ class LeaseElector:
 
     def try_acquire_or_renew(self, timeout: float) -> bool:
         """One read and at most one write; True when this candidate holds the Lease afterwards."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = micro_time(dt.datetime.now(dt.timezone.utc))
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=timeout)
-        except ApiException as error:
+            lease = self.api.request("GET", self.path, timeout=timeout)
+        except ApiError as error:
             if error.status != 404:
                 log.warning("Could not read Lease %s/%s: HTTP %s.", self.namespace, self.name, error.status)
                 return False
             return self._create(now, timeout)
-        except Exception as error:  # noqa: BLE001 - connection errors of urllib3 and the OS alike
-            log.warning("Could not read Lease %s/%s: %s.", self.namespace, self.name, type(error).__name__)
+        except Unreachable as error:
+            log.warning("Could not read Lease %s/%s: %s.", self.namespace, self.name, error)
             return False
-        spec = lease.spec or client.V1LeaseSpec()
-        record = (spec.holder_identity, spec.renew_time, spec.lease_transitions)
+        spec = lease.get("spec") or {}
+        record = (spec.get("holderIdentity"), spec.get("renewTime"), spec.get("leaseTransitions"))
         if record != self._observed:
             self._observed, self._observed_at = record, self.clock()
-        holder = spec.holder_identity
-        duration = spec.lease_duration_seconds or self.lease_duration
+        holder = spec.get("holderIdentity")
+        duration = spec.get("leaseDurationSeconds") or self.lease_duration
         if holder and holder != self.me and self.clock() < self._observed_at + duration:
             return False
         if holder != self.me:
-            spec.acquire_time = now
-            spec.lease_transitions = (spec.lease_transitions or 0) + (1 if holder else 0)
-        spec.holder_identity, spec.renew_time = self.me, now
-        spec.lease_duration_seconds = int(self.lease_duration)
-        lease.spec = spec
+            spec["acquireTime"] = now
+            spec["leaseTransitions"] = (spec.get("leaseTransitions") or 0) + (1 if holder else 0)
+        spec["holderIdentity"], spec["renewTime"] = self.me, now
+        spec["leaseDurationSeconds"] = int(self.lease_duration)
+        lease["spec"] = spec
         sent = self.clock()
-        try:
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=timeout)
-        except ApiException as error:  # 409: someone else wrote first
+        try:  # carries the resourceVersion read: the write fails if anyone wrote since
+            self.api.request("PUT", self.path, body=lease, timeout=timeout)
+        except ApiError as error:  # 409: someone else wrote first
             log.info("Lease %s/%s not taken: HTTP %s.", self.namespace, self.name, error.status)
             return False
-        except Exception as error:  # noqa: BLE001
-            log.warning("Could not write Lease %s/%s: %s.", self.namespace, self.name, type(error).__name__)
+        except Unreachable as error:
+            log.warning("Could not write Lease %s/%s: %s.", self.namespace, self.name, error)
             return False
         # The deadline counts from when the write was sent: the apiserver may have applied it at once.
         self.renewed_at = sent
         return True
 
-    def _create(self, now: dt.datetime, timeout: float) -> bool:
-        body = client.V1Lease(metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
-                              spec=client.V1LeaseSpec(holder_identity=self.me, acquire_time=now, renew_time=now,
-                                                      lease_duration_seconds=int(self.lease_duration),
-                                                      lease_transitions=0))
+    def _create(self, now: str, timeout: float) -> bool:
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": {"holderIdentity": self.me, "acquireTime": now, "renewTime": now,
+                         "leaseDurationSeconds": int(self.lease_duration), "leaseTransitions": 0}}
         sent = self.clock()
         try:
-            self.api.create_namespaced_lease(self.namespace, body, _request_timeout=timeout)
-        except ApiException as error:  # 409: another candidate created it first
+            self.api.request("POST", leases_path(self.namespace), body=body, timeout=timeout)
+        except ApiError as error:  # 409: another candidate created it first
             log.info("Lease %s/%s not created: HTTP %s.", self.namespace, self.name, error.status)
             return False
-        except Exception as error:  # noqa: BLE001
-            log.warning("Could not create Lease %s/%s: %s.", self.namespace, self.name, type(error).__name__)
+        except Unreachable as error:
+            log.warning("Could not create Lease %s/%s: %s.", self.namespace, self.name, error)
             return False
         self.renewed_at = sent
         return True
@@ -154,14 +166,15 @@ class LeaseElector:
     def release(self) -> None:
         """Gives the Lease up if this candidate still holds it (best effort)."""
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=self.retry_period)
-            if lease.spec is None or lease.spec.holder_identity != self.me:
+            lease = self.api.request("GET", self.path, timeout=self.retry_period)
+            spec = lease.get("spec") or {}
+            if spec.get("holderIdentity") != self.me:
                 return
-            lease.spec.holder_identity = None
-            lease.spec.renew_time = dt.datetime.now(dt.timezone.utc)
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease, _request_timeout=self.retry_period)
+            spec.pop("holderIdentity")
+            spec["renewTime"] = micro_time(dt.datetime.now(dt.timezone.utc))
+            self.api.request("PUT", self.path, body={**lease, "spec": spec}, timeout=self.retry_period)
             log.info("Released Lease %s/%s.", self.namespace, self.name)
-        except Exception as error:  # noqa: BLE001 - a standby then waits one lease duration instead
-            log.warning("Could not release Lease %s/%s: %s.", self.namespace, self.name, type(error).__name__)
+        except (ApiError, Unreachable) as error:  # a standby then waits one lease duration instead
+            log.warning("Could not release Lease %s/%s: %s.", self.namespace, self.name, error)
         finally:
             metrics.LEADER.set(0)

@@ -118,8 +118,6 @@ def _elect(config, liveness: str | None):
     kubelet does not restart a healthy standby; kopf serves it once this replica leads."""
     import os
 
-    from kubernetes import client
-
     from traindeploy import leader
     from traindeploy.handlers import _api_client
 
@@ -127,7 +125,7 @@ def _elect(config, liveness: str | None):
     if not namespace:
         raise SystemExit("leader election needs the Lease's namespace: set $POD_NAMESPACE or "
                          "$TRAINDEPLOY_LEASE_NAMESPACE")
-    elector = leader.LeaseElector(client.CoordinationV1Api(_api_client()), namespace, config.lease_name,
+    elector = leader.LeaseElector(_api_client(), namespace, config.lease_name,
                                   leader.identity(os.environ.get("POD_NAME")),
                                   lease_duration=config.lease_duration, renew_deadline=config.renew_deadline,
                                   retry_period=config.retry_period)

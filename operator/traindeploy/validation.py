@@ -11,6 +11,7 @@ until the spec changes. Pure: spec and configuration in, problems out.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import math
 import re
 import string
@@ -18,7 +19,6 @@ import urllib.parse
 from dataclasses import dataclass
 
 from croniter import CroniterBadDateError, croniter
-from kubernetes.utils.quantity import parse_quantity
 
 from traindeploy.children import katib
 from traindeploy.config import OperatorConfig
@@ -344,6 +344,31 @@ def _label_key(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
     return bool(_LABEL_NAME.match(name)) and len(name) <= 63 and (
         not prefix or (len(prefix) <= 253 and bool(_DNS_SUBDOMAIN.match(prefix))))
+
+
+# A Kubernetes resource quantity: a signed decimal number, then a binary suffix (Ki..Ei), a decimal
+# exponent (e3, E-2) or a decimal SI suffix (n..E). An exponent is tried before the suffix E: "1E3"
+# is a thousand, "1E" an exa.
+_QUANTITY = re.compile(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?:[eE]([+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?")
+_QUANTITY_SCALE = {
+    None: decimal.Decimal(1),
+    **{suffix: decimal.Decimal(1024) ** power for power, suffix in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), 1)},
+    **{suffix: decimal.Decimal(10) ** power for suffix, power in
+       (("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6), ("G", 9), ("T", 12), ("P", 15), ("E", 18))},
+}
+
+
+def parse_quantity(quantity: str) -> decimal.Decimal:
+    """The value of a Kubernetes quantity ("500m", "1.5Gi", "2e3"); ValueError when it is not one.
+    Our own rather than the Kubernetes client's: that one lives in a package whose import costs
+    the operator tens of MiB, and this is all it would be used for."""
+    match = _QUANTITY.fullmatch(quantity)
+    if match is None:
+        raise ValueError(f"{quantity!r} is not a Kubernetes quantity")
+    number, exponent, suffix = match.groups()
+    if exponent is not None:
+        return decimal.Decimal(number).scaleb(int(exponent))
+    return decimal.Decimal(number) * _QUANTITY_SCALE[suffix]
 
 
 def _resources(field: str, resources: dict) -> list[SpecProblem]:

@@ -16,8 +16,8 @@ from traindeploy.kube import Kube
 from traindeploy.reconciler import Environment, reconcile
 
 
-def test_lost_status_writes_create_nothing_twice(api_client, namespace, mlflow_server, model_name):
-    env = Environment(kube=Kube(api_client), config=OperatorConfig(
+def test_lost_status_writes_create_nothing_twice(api_client, apiserver, namespace, mlflow_server, model_name):
+    env = Environment(kube=Kube(apiserver), config=OperatorConfig(
         mlflow_tracking_uri=mlflow_server.url, mlflow_artifacts_destination=mlflow_server.artifacts_dir.as_uri()))
     players = Players(api_client, namespace)
     td = create(api_client, namespace, manifests.minimal("churn", model_name))

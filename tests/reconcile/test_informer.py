@@ -45,15 +45,15 @@ class Changes:
             self.names.append(obj["metadata"]["name"])
 
 
-def test_listed_then_watched_children_are_read_from_memory(api_client, namespace):
+def test_listed_then_watched_children_are_read_from_memory(api_client, apiserver, namespace):
     api = client.CustomObjectsApi(api_client)
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _ours(namespace, "churn-g1-train", "churn"))
     api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _job(namespace, "not-ours"))
     changes = Changes()
-    informers = Informers(api_client, [PYTORCHJOB], [namespace], SELECTOR, LABEL_NAME, changes).start()
+    informers = Informers(apiserver, [PYTORCHJOB], [namespace], SELECTOR, LABEL_NAME, changes).start()
     try:
         assert informers.wait_tried(timeout=30)
-        kube = CountingKube(api_client)
+        kube = CountingKube(apiserver)
         kube.read_watched(PYTORCHJOB, informers.caches[PYTORCHJOB])
         listed = kube.get(PYTORCHJOB, namespace, "churn-g1-train")
         assert listed["metadata"]["labels"][LABEL_NAME] == "churn" and "managedFields" not in listed["metadata"]
@@ -77,14 +77,14 @@ def test_listed_then_watched_children_are_read_from_memory(api_client, namespace
         informers.stop()
 
 
-def test_a_kind_the_cluster_does_not_serve_is_read_from_the_apiserver(api_client, namespace):
+def test_a_kind_the_cluster_does_not_serve_is_read_from_the_apiserver(apiserver, namespace):
     missing = Kind("widgets.example.com", "v1", "widgets", "Widget")
-    informers = Informers(api_client, [missing], [namespace], SELECTOR, LABEL_NAME, Changes()).start()
+    informers = Informers(apiserver, [missing], [namespace], SELECTOR, LABEL_NAME, Changes()).start()
     try:
         assert informers.wait_tried(timeout=30)
         cache = informers.caches[missing]
         assert not cache.synced_for(namespace)
-        kube = CountingKube(api_client)
+        kube = CountingKube(apiserver)
         kube.read_watched(missing, cache)
         with pytest.raises(KindNotServed):  # the apiserver's answer, not an empty cache's "absent"
             kube.get(missing, namespace, "w")

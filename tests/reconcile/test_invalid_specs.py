@@ -119,8 +119,8 @@ def _ready(status: dict) -> dict:
 
 
 @pytest.fixture
-def env(api_client, mlflow_server):
-    return Environment(kube=Kube(api_client), config=OperatorConfig(
+def env(apiserver, mlflow_server):
+    return Environment(kube=Kube(apiserver), config=OperatorConfig(
         mlflow_tracking_uri=mlflow_server.url, mlflow_artifacts_destination=mlflow_server.artifacts_dir.as_uri()))
 
 

@@ -17,7 +17,7 @@ PACKAGE = "pipelineInfo: {name: prep}\nroot: {dag: {tasks: {}}}\nschemaVersion: 
 
 
 @pytest.mark.parametrize("profile", [None, "team-a"], ids=["the TrainDeploy's namespace", "spec.pipeline.namespace"])
-def test_a_run_is_submitted_to_multi_user_kfp_in_the_profile_namespace(api_client, namespace, mlflow_server,
+def test_a_run_is_submitted_to_multi_user_kfp_in_the_profile_namespace(api_client, apiserver, namespace, mlflow_server,
                                                                        model_name, profile):
     client.CoreV1Api(api_client).create_namespaced_config_map(namespace, client.V1ConfigMap(
         metadata=client.V1ObjectMeta(name="prep"), data={"pipeline.yaml": PACKAGE}))
@@ -28,7 +28,7 @@ def test_a_run_is_submitted_to_multi_user_kfp_in_the_profile_namespace(api_clien
         if profile:
             body["spec"]["pipeline"]["namespace"] = profile
         td = create(api_client, namespace, body)
-        env = Environment(kube=Kube(api_client), config=OperatorConfig(mlflow_tracking_uri=mlflow_server.url))
+        env = Environment(kube=Kube(apiserver), config=OperatorConfig(mlflow_tracking_uri=mlflow_server.url))
         outcome = reconcile(td, env)
         assert outcome.status["phase"] == "PipelineRunning", outcome.status["conditions"]
         run_id = outcome.status["pipeline"]["runId"]

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from harness import processes
 from traindeploy import kube
+from traindeploy.apiserver import ApiServer
 from traindeploy.config import OperatorConfig
 from traindeploy.context import Environment, Pass
 from traindeploy.kube import Kind, Kube
@@ -32,43 +35,40 @@ def _as_result(kube_api, call):
     return problem.value.result
 
 
-def _service_account_client(control_plane, api_client, namespace: str) -> client.ApiClient:
+def _service_account_client(control_plane, api_client, namespace: str) -> ApiServer:
     """A client for a ServiceAccount that may do nothing: every request is forbidden."""
     core = client.CoreV1Api(api_client)
     core.create_namespaced_service_account(namespace, client.V1ServiceAccount(
         metadata=client.V1ObjectMeta(name="nobody")))
     token = core.create_namespaced_service_account_token("nobody", namespace, client.AuthenticationV1TokenRequest(
         spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))).status.token
-    configuration = client.Configuration()
-    configuration.host = control_plane.server
-    configuration.ssl_ca_cert = str(control_plane.ca_file)
-    configuration.api_key = {"authorization": f"Bearer {token}"}
-    return client.ApiClient(configuration)
+    return ApiServer(control_plane.server, authorization=lambda: f"Bearer {token}",
+                     ssl_context=ssl.create_default_context(cafile=str(control_plane.ca_file)))
 
 
-def test_not_found_reads_as_missing(api_client, namespace):
-    assert Kube(api_client).get(PYTORCHJOB, namespace, "absent") is None
-    Kube(api_client).delete(PYTORCHJOB, namespace, "absent")  # deleting what is gone is done
+def test_not_found_reads_as_missing(apiserver, namespace):
+    assert Kube(apiserver).get(PYTORCHJOB, namespace, "absent") is None
+    Kube(apiserver).delete(PYTORCHJOB, namespace, "absent")  # deleting what is gone is done
 
 
-def test_a_kind_the_cluster_does_not_serve_holds_the_cycle(api_client, namespace):
+def test_a_kind_the_cluster_does_not_serve_holds_the_cycle(apiserver, namespace):
     with pytest.raises(kube.KindNotServed):
-        Kube(api_client).ensure(NOT_SERVED, {**_job(namespace, "x"), "apiVersion": "kubeflow.org/v1"})
-    result = _as_result(Kube(api_client), lambda: Kube(api_client).get(NOT_SERVED, namespace, "x"))
+        Kube(apiserver).ensure(NOT_SERVED, {**_job(namespace, "x"), "apiVersion": "kubeflow.org/v1"})
+    result = _as_result(Kube(apiserver), lambda: Kube(apiserver).get(NOT_SERVED, namespace, "x"))
     assert isinstance(result, Blocked) and result.reason == "ChildKindNotInstalled"
 
 
-def test_an_object_the_apiserver_finds_invalid_names_the_field(api_client, namespace):
+def test_an_object_the_apiserver_finds_invalid_names_the_field(apiserver, namespace):
     bad = _job(namespace, "bad")
     bad["spec"]["runPolicy"] = {"backoffLimit": "many"}
     with pytest.raises(kube.Invalid) as invalid:
-        Kube(api_client).ensure(PYTORCHJOB, bad)
+        Kube(apiserver).ensure(PYTORCHJOB, bad)
     assert any("backoffLimit" in field for field in invalid.value.fields)
-    result = _as_result(Kube(api_client), lambda: Kube(api_client).ensure(PYTORCHJOB, bad))
+    result = _as_result(Kube(apiserver), lambda: Kube(apiserver).ensure(PYTORCHJOB, bad))
     assert isinstance(result, Fail) and result.reason == "InvalidSpec" and "backoffLimit" in result.message
 
 
-def test_an_object_too_large_for_etcd_fails_instead_of_reading_as_an_outage(api_client, namespace):
+def test_an_object_too_large_for_etcd_fails_instead_of_reading_as_an_outage(api_client, apiserver, namespace):
     """The apiserver answers such an object with HTTP 500 and no reason (gRPC ResourceExhausted)."""
     big = _job(namespace, "big")
     big["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"] = [
@@ -77,20 +77,20 @@ def test_an_object_too_large_for_etcd_fails_instead_of_reading_as_an_outage(api_
         client.CustomObjectsApi(api_client).create_namespaced_custom_object(
             "kubeflow.org", "v1", namespace, "pytorchjobs", big)
     assert answered.value.status == 500
-    result = _as_result(Kube(api_client), lambda: Kube(api_client).ensure(PYTORCHJOB, big))
+    result = _as_result(Kube(apiserver), lambda: Kube(apiserver).ensure(PYTORCHJOB, big))
     assert isinstance(result, Fail) and result.reason == "KubernetesRefused" and "too large" in result.message
 
 
-def test_an_object_too_large_for_the_apiserver_fails_with_its_message(api_client, namespace):
+def test_an_object_too_large_for_the_apiserver_fails_with_its_message(apiserver, namespace):
     huge = _job(namespace, "huge")
     huge["metadata"]["annotations"] = {"big": "x" * (3 * 1024 * 1024 + 1)}
-    result = _as_result(Kube(api_client), lambda: Kube(api_client).ensure(PYTORCHJOB, huge))
+    result = _as_result(Kube(apiserver), lambda: Kube(apiserver).ensure(PYTORCHJOB, huge))
     assert isinstance(result, Fail) and result.reason == "KubernetesRefused"
     assert "too large" in result.message.lower()
 
 
-def test_a_stale_resource_version_is_a_conflict(api_client, namespace):
-    api = Kube(api_client)
+def test_a_stale_resource_version_is_a_conflict(api_client, apiserver, namespace):
+    api = Kube(apiserver)
     created, _ = api.ensure(PYTORCHJOB, _job(namespace, "job"))
     client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
         "kubeflow.org", "v1", namespace, "pytorchjobs", "job", {"metadata": {"labels": {"touched": "yes"}}})
@@ -108,11 +108,7 @@ def test_forbidden_holds_the_cycle(control_plane, api_client, namespace):
 
 
 def test_an_apiserver_that_does_not_answer_is_unavailable():
-    configuration = client.Configuration()
-    configuration.host = f"https://127.0.0.1:{processes.free_port()}"
-    configuration.verify_ssl = False
-    configuration.retries = False
-    down = Kube(client.ApiClient(configuration), timeout=2)
+    down = Kube(ApiServer(f"https://127.0.0.1:{processes.free_port()}", insecure=True), timeout=2)
     with pytest.raises(kube.KubeUnavailable):
         down.get(PYTORCHJOB, "ml", "job")
     result = _as_result(down, lambda: down.get(PYTORCHJOB, "ml", "job"))

@@ -7,9 +7,8 @@ import copy
 import threading
 import time
 
-from kubernetes import client
-
-from traindeploy.leader import LeaseElector
+from traindeploy import apiserver as rest
+from traindeploy.leader import LeaseElector, lease_path
 
 NAME = "traindeploy-operator"
 
@@ -27,12 +26,16 @@ def elector(api, namespace: str, me: str, clock=time.monotonic, **timings) -> Le
     return LeaseElector(api, namespace, NAME, me, clock=clock, **settings)
 
 
+def read(api, namespace: str) -> dict:
+    return api.request("GET", lease_path(namespace, NAME), timeout=5)
+
+
 def holder(api, namespace: str) -> str | None:
-    return api.read_namespaced_lease(NAME, namespace).spec.holder_identity
+    return read(api, namespace)["spec"].get("holderIdentity")
 
 
-def test_a_standby_takes_the_lease_only_after_it_expired_on_its_own_clock(api_client, namespace):
-    api = client.CoordinationV1Api(api_client)
+def test_a_standby_takes_the_lease_only_after_it_expired_on_its_own_clock(apiserver, namespace):
+    api = apiserver
     clock = Clock()
     a, b = elector(api, namespace, "a", clock), elector(api, namespace, "b", clock)
     assert a.try_acquire_or_renew(timeout=5)  # creates the Lease
@@ -46,8 +49,9 @@ def test_a_standby_takes_the_lease_only_after_it_expired_on_its_own_clock(api_cl
     assert not b.try_acquire_or_renew(timeout=5)
     clock.now += 0.2  # 4.1s without a renewal, as b measured it
     assert b.try_acquire_or_renew(timeout=5)
-    lease = api.read_namespaced_lease(NAME, namespace)
-    assert lease.spec.holder_identity == "b" and lease.spec.lease_transitions == 1
+    spec = read(api, namespace)["spec"]
+    assert spec["holderIdentity"] == "b" and spec["leaseTransitions"] == 1
+    assert spec["leaseDurationSeconds"] == 4 and spec["acquireTime"] == spec["renewTime"]
     assert not a.try_acquire_or_renew(timeout=5)  # a sees b's record: not expired for a
 
 
@@ -57,18 +61,17 @@ class StaleReads:
     def __init__(self, api, lease) -> None:
         self.api, self.lease = api, lease
 
-    def read_namespaced_lease(self, *args, **kwargs):
-        return copy.deepcopy(self.lease)
+    def request(self, method, path, **options):
+        if method == "GET":
+            return copy.deepcopy(self.lease)
+        return self.api.request(method, path, **options)
 
-    def __getattr__(self, name):
-        return getattr(self.api, name)
 
-
-def test_two_candidates_racing_for_an_expired_lease_cannot_both_win(api_client, namespace):
-    api = client.CoordinationV1Api(api_client)
+def test_two_candidates_racing_for_an_expired_lease_cannot_both_win(apiserver, namespace):
+    api = apiserver
     clock = Clock()
     assert elector(api, namespace, "old", clock).try_acquire_or_renew(timeout=5)
-    stale = api.read_namespaced_lease(NAME, namespace)
+    stale = read(api, namespace)
     b, c = elector(api, namespace, "b", clock), elector(StaleReads(api, stale), namespace, "c", clock)
     b.try_acquire_or_renew(timeout=5)
     c.try_acquire_or_renew(timeout=5)
@@ -78,8 +81,8 @@ def test_two_candidates_racing_for_an_expired_lease_cannot_both_win(api_client, 
     assert holder(api, namespace) == "b"
 
 
-def test_a_released_lease_is_taken_at_once(api_client, namespace):
-    api = client.CoordinationV1Api(api_client)
+def test_a_released_lease_is_taken_at_once(apiserver, namespace):
+    api = apiserver
     clock = Clock()
     a, b = elector(api, namespace, "a", clock), elector(api, namespace, "b", clock)
     assert a.try_acquire_or_renew(timeout=5)
@@ -90,14 +93,12 @@ def test_a_released_lease_is_taken_at_once(api_client, namespace):
 
 
 class Unreachable:
-    def __getattr__(self, name):
-        def fail(*args, **kwargs):
-            raise OSError("connection refused")
-        return fail
+    def request(self, method, path, **options):
+        raise rest.Unreachable(f"{method} {path}: connection refused")
 
 
-def test_a_leader_that_cannot_renew_stops_within_the_renew_deadline(api_client, namespace):
-    api = client.CoordinationV1Api(api_client)
+def test_a_leader_that_cannot_renew_stops_within_the_renew_deadline(apiserver, namespace):
+    api = apiserver
     leader = elector(api, namespace, "a", lease_duration=2.0, renew_deadline=1.0, retry_period=0.2)
     assert leader.acquire()
     leader.api = Unreachable()
@@ -112,13 +113,13 @@ def test_a_leader_that_cannot_renew_stops_within_the_renew_deadline(api_client, 
     assert lost[0][0] - started < 2.0
 
 
-def test_a_leader_that_finds_another_holder_stops_at_once(api_client, namespace):
-    api = client.CoordinationV1Api(api_client)
+def test_a_leader_that_finds_another_holder_stops_at_once(apiserver, namespace):
+    api = apiserver
     leader = elector(api, namespace, "a", retry_period=0.2)
     assert leader.acquire()
-    lease = api.read_namespaced_lease(NAME, namespace)
-    lease.spec.holder_identity = "usurper"
-    api.replace_namespaced_lease(NAME, namespace, lease)
+    lease = read(api, namespace)
+    lease["spec"]["holderIdentity"] = "usurper"
+    api.request("PUT", lease_path(namespace, NAME), body=lease, timeout=5)
     lost, stopping = [], threading.Event()
     thread = threading.Thread(target=leader.keep, args=(lost.append, stopping))
     thread.start()

@@ -29,7 +29,7 @@ def _secret_data(password: str) -> dict[str, str]:
     return {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
 
 
-def test_a_rejected_password_holds_the_cycle_until_the_secret_is_fixed(api_client, namespace, auth_mlflow,
+def test_a_rejected_password_holds_the_cycle_until_the_secret_is_fixed(api_client, apiserver, namespace, auth_mlflow,
                                                                       model_name, all_logs):
     core = client.CoreV1Api(api_client)
     wrong = secrets.token_hex(12)
@@ -38,7 +38,7 @@ def test_a_rejected_password_holds_the_cycle_until_the_secret_is_fixed(api_clien
     body = manifests.minimal("churn", model_name)
     body["spec"]["mlflow"] = {"credentialsSecretRef": {"name": "mlflow-creds"}}
     td = create(api_client, namespace, body)
-    env = Environment(kube=Kube(api_client), config=OperatorConfig(mlflow_tracking_uri=auth_mlflow.url))
+    env = Environment(kube=Kube(apiserver), config=OperatorConfig(mlflow_tracking_uri=auth_mlflow.url))
 
     held = reconcile(td, env)
     ready = next(c for c in held.status["conditions"] if c["type"] == "Ready")

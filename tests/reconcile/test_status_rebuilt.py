@@ -36,7 +36,7 @@ class Clock:
 
 class Driver:
     def __init__(self, api_client, namespace: str, env: Environment) -> None:
-        self.kube, self.namespace, self.env = Kube(api_client), namespace, env
+        self.kube, self.namespace, self.env = env.kube, namespace, env
         self.custom = client.CustomObjectsApi(api_client)
 
     def td(self) -> dict:
@@ -89,9 +89,10 @@ def knative_status(isvc: dict) -> dict:
                                                                    "targetModelState": "Loaded"}}}
 
 
-def test_status_wiped_in_every_phase_is_rebuilt_from_the_world(api_client, namespace, mlflow_server, model_name):
+def test_status_wiped_in_every_phase_is_rebuilt_from_the_world(api_client, apiserver, namespace, mlflow_server,
+                                                              model_name):
     clock = Clock()
-    env = Environment(kube=Kube(api_client), clock=clock, config=OperatorConfig(
+    env = Environment(kube=Kube(apiserver), clock=clock, config=OperatorConfig(
         mlflow_tracking_uri=mlflow_server.url, mlflow_artifacts_destination=mlflow_server.artifacts_dir.as_uri()))
     players, driver = Players(api_client, namespace), Driver(api_client, namespace, env)
     registry = MlflowClient(mlflow_server.url)
@@ -158,9 +159,10 @@ def test_status_wiped_in_every_phase_is_rebuilt_from_the_world(api_client, names
     assert [v.version for v in registry.search_model_versions(f"name='{model_name}'")] == ["2", "1"]
 
 
-def test_a_status_write_computed_from_an_older_object_is_refused(api_client, namespace, mlflow_server, model_name):
+def test_a_status_write_computed_from_an_older_object_is_refused(api_client, apiserver, namespace, mlflow_server,
+                                                                model_name):
     """Optimistic concurrency: the write carries the resourceVersion it was computed from."""
-    env = Environment(kube=Kube(api_client), config=OperatorConfig(mlflow_tracking_uri=mlflow_server.url))
+    env = Environment(kube=Kube(apiserver), config=OperatorConfig(mlflow_tracking_uri=mlflow_server.url))
     driver = Driver(api_client, namespace, env)
     create(api_client, namespace, manifests.minimal("churn", model_name))
     stale = driver.td()

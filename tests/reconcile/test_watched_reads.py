@@ -18,8 +18,8 @@ from .test_kube_errors import _job
 class CountingKube(Kube):
     """Counts the requests that reach the apiserver, by verb."""
 
-    def __init__(self, api_client) -> None:
-        super().__init__(api_client)
+    def __init__(self, apiserver) -> None:
+        super().__init__(apiserver)
         self.requests: list[str] = []
 
     def _call(self, what, fn, *args, **kwargs):
@@ -40,8 +40,8 @@ def _labelled(namespace: str, name: str, owner: str) -> dict:
     return job
 
 
-def test_a_watched_child_is_read_without_a_request(api_client, namespace):
-    kube = CountingKube(api_client)
+def test_a_watched_child_is_read_without_a_request(apiserver, namespace):
+    kube = CountingKube(apiserver)
     created, _ = kube.ensure(PYTORCHJOB, _job(namespace, "churn-g1-train"))
     index = _cache(namespace, created)
     kube.read_watched(PYTORCHJOB, index)
@@ -54,10 +54,10 @@ def test_a_watched_child_is_read_without_a_request(api_client, namespace):
     assert "edited" not in kube.get(PYTORCHJOB, namespace, "churn-g1-train")["spec"]
 
 
-def test_the_index_keeps_a_child_compact(api_client, namespace):
+def test_the_index_keeps_a_child_compact(apiserver, namespace):
     """What the index keeps of a child is a string a fraction of the size of the parsed object
     (the operator keeps every child of every TrainDeploy)."""
-    kube = Kube(api_client)
+    kube = Kube(apiserver)
     created, _ = kube.ensure(PYTORCHJOB, _job(namespace, "churn-g1-train"))
     assert created["metadata"].get("managedFields")
     compact = kept(created)
@@ -75,8 +75,8 @@ def _deep_size(obj) -> int:
     return sys.getsizeof(obj)
 
 
-def test_an_index_that_has_not_seen_a_creation_yet_never_creates_twice(api_client, namespace):
-    kube = CountingKube(api_client)
+def test_an_index_that_has_not_seen_a_creation_yet_never_creates_twice(apiserver, namespace):
+    kube = CountingKube(apiserver)
     first, done = kube.ensure(PYTORCHJOB, _job(namespace, "churn-g1-train"))
     assert done == "created"
     kube.read_watched(PYTORCHJOB, _cache(namespace))  # the watch has not delivered it yet
@@ -85,10 +85,10 @@ def test_an_index_that_has_not_seen_a_creation_yet_never_creates_twice(api_clien
     assert kube.requests[-2:] == ["create", "get"]  # refused as AlreadyExists, then read
 
 
-def test_a_stale_index_costs_a_patch_the_apiserver_keeps_as_it_is(api_client, namespace):
+def test_a_stale_index_costs_a_patch_the_apiserver_keeps_as_it_is(apiserver, namespace):
     """An index entry older than our last patch: the patch is sent again with the same content,
     which the apiserver answers without a new resourceVersion (no write)."""
-    kube = CountingKube(api_client)
+    kube = CountingKube(apiserver)
     original, _ = kube.ensure(PYTORCHJOB, _job(namespace, "churn-g1-train"))
     wanted = _job(namespace, "churn-g1-train")
     wanted["spec"]["runPolicy"] = {"backoffLimit": 2}
@@ -99,16 +99,16 @@ def test_a_stale_index_costs_a_patch_the_apiserver_keeps_as_it_is(api_client, na
     assert done == "patched" and again["metadata"]["resourceVersion"] == patched["metadata"]["resourceVersion"]
 
 
-def test_kinds_without_an_index_read_the_apiserver(api_client, namespace):
-    kube = CountingKube(api_client)
+def test_kinds_without_an_index_read_the_apiserver(apiserver, namespace):
+    kube = CountingKube(apiserver)
     kube.ensure(PYTORCHJOB, _job(namespace, "churn-g1-train"))
     kube.requests.clear()
     assert kube.get(PYTORCHJOB, namespace, "churn-g1-train") is not None
     assert kube.requests == ["get"]
 
 
-def test_children_of_a_traindeploy_are_listed_from_the_index_by_its_name_label(api_client, namespace):
-    kube = CountingKube(api_client)
+def test_children_of_a_traindeploy_are_listed_from_the_index_by_its_name_label(apiserver, namespace):
+    kube = CountingKube(apiserver)
     one, _ = kube.ensure(PYTORCHJOB, _labelled(namespace, "churn-g1-train", "churn"))
     two, _ = kube.ensure(PYTORCHJOB, _labelled(namespace, "churn-g2-train", "churn"))
     other, _ = kube.ensure(PYTORCHJOB, _labelled(namespace, "fraud-g1-train", "fraud"))

@@ -36,10 +36,12 @@ from harness.paths import OUR_CRDS
 from harness.upstream import wait_for
 from harness.upstream_katib import INJECTION_LABEL, VALIDATING_WEBHOOK
 from traindeploy import kube, lifecycle, naming, validation
+from traindeploy.apiserver import ApiError
 from traindeploy.children import katib as experiment_builder
 from traindeploy.config import OperatorConfig
 from traindeploy.dev.status import katib as katib_status
 from traindeploy.diff import drift
+from traindeploy.stages.tuning import EXPERIMENT
 
 pytestmark = pytest.mark.slow
 
@@ -320,11 +322,12 @@ def test_what_the_crd_refuses_katib_refuses_too(custom, katib_namespace, reason,
     assert message in refusal(custom, experiment), reason
 
 
-def test_a_namespace_without_katibs_label_is_refused_and_the_operator_keeps_katibs_words(custom, namespace):
+def test_a_namespace_without_katibs_label_is_refused_and_the_operator_keeps_katibs_words(apiserver, namespace):
     """The validating webhook answers 400, which the operator reads as a refusal that retrying
     cannot change (traindeploy.kube): the cycle fails with Katib's message, naming the label."""
-    with pytest.raises(ApiException) as refused:
-        dry_run(custom, build(_tuned(), "churn-unlabelled", namespace))
+    with pytest.raises(ApiError) as refused:  # a server-side dry run, sent the operator's way
+        apiserver.request("POST", EXPERIMENT.path(namespace), query={"dryRun": "All"},
+                          body=build(_tuned(), "churn-unlabelled", namespace), timeout=30)
     error = kube.classify("Experiment churn-unlabelled", refused.value)
     assert isinstance(error, kube.Refused) and error.status == 400
     assert f'lacks label "{INJECTION_LABEL}: enabled"' in error.message

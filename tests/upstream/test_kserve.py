@@ -172,11 +172,11 @@ def test_absent_mode_takes_the_configured_standard_default(api_client, kserve, n
     assert inferenceservice.resolved_mode(admitted) == STANDARD
 
 
-def test_new_version_rolls_out_while_ready_stays_true(api_client, kserve, namespace):
+def test_new_version_rolls_out_while_ready_stays_true(api_client, apiserver, kserve, namespace):
     """A new model on the stable InferenceService, patched as the operator patches it (Kube.ensure,
     owned spec): KServe rolls the Deployment; Ready stays True throughout, so only the Deployment
     (deployment_serves) tells when the new version answers (UPSTREAM.md errata)."""
-    name, kube = "churn", Kube(api_client)
+    name, kube = "churn", Kube(apiserver)
     mode = inferenceservice.mode_annotation(STANDARD, None)
     kube.ensure(INFERENCESERVICE, _build(namespace, name, STORAGE, mode=mode))
     first = wait_for(lambda: isvcs.get(api_client, namespace, name), _reached(READY), what=f"{name} Ready")
@@ -272,7 +272,8 @@ def test_standard_canary_is_a_second_inference_service_behind_our_route(api_clie
         httproute.predictor_service(canary): [httproute.PREDICTOR_PORT]}
 
 
-def _operator_canary(api_client, namespace: str, storage: str) -> tuple[list[str], list[dict], dict, ProbedUrls]:
+def _operator_canary(api_client, apiserver, namespace: str,
+                     storage: str) -> tuple[list[str], list[dict], dict, ProbedUrls]:
     """The operator's serving stage itself (serving.STAGE, a real Kube client, the clock and MLflow
     faked), pass after pass against the real KServe, from version 1 serving all traffic to the
     rollout of version 2 at `storage` ending. Returns each pass's result type, the route's weights
@@ -289,7 +290,7 @@ def _operator_canary(api_client, namespace: str, storage: str) -> tuple[list[str
                           "traffic": "v1 100%"},
               "model": {"name": "churn-model", "version": "2", "storageUri": storage}, "conditions": []}
     clock = Clock()
-    env = environment(Kube(api_client), clock=clock)
+    env = environment(Kube(apiserver), clock=clock)
     env.http = probes = ProbedUrls()  # no model server runs behind KWOK's pods
     routes: list[dict] = []
     results: list[str] = []
@@ -308,11 +309,11 @@ def _operator_canary(api_client, namespace: str, storage: str) -> tuple[list[str
     return results, routes, status, probes
 
 
-def test_operators_standard_canary_promotes_on_the_real_kserve(api_client, kserve, namespace):
+def test_operators_standard_canary_promotes_on_the_real_kserve(api_client, apiserver, kserve, namespace):
     """The canary InferenceService and the route at the first step, the canary ready by its
     Deployment and probed at its own Service, then promotion, which waits for the stable
     Deployment to run the new model before the canary and its weight go."""
-    results, routes, status, probes = _operator_canary(api_client, namespace, CANARY_STORAGE)
+    results, routes, status, probes = _operator_canary(api_client, apiserver, namespace, CANARY_STORAGE)
     assert results[-1] == "Done", results
     assert routes == [{"churn-predictor": 80, "churn-canary-predictor": 20}, {"churn-predictor": 100}]
     assert status["serving"]["modelVersion"] == "2" and status["rollout"]["state"] == "Promoted"
@@ -323,11 +324,11 @@ def test_operators_standard_canary_promotes_on_the_real_kserve(api_client, kserv
                                for url in probes.urls)
 
 
-def test_operators_standard_canary_whose_model_cannot_load_rolls_back(api_client, kserve, namespace):
+def test_operators_standard_canary_whose_model_cannot_load_rolls_back(api_client, apiserver, kserve, namespace):
     """Version 2's storage cannot be fetched: KServe reports the failed load on the canary, and the
     operator rolls back at once, before any probe or timeout: the canary goes, the route returns
     to version 1."""
-    results, routes, status, probes = _operator_canary(api_client, namespace, UNFETCHABLE_STORAGE_URI)
+    results, routes, status, probes = _operator_canary(api_client, apiserver, namespace, UNFETCHABLE_STORAGE_URI)
     assert results[-1] == "Fail", results
     assert status["rollout"]["state"] == "RolledBack" and status["rollout"]["failedVersions"] == ["2"]
     # The storage initializer's termination message, through KServe's lastFailureInfo.

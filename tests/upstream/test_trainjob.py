@@ -51,12 +51,12 @@ def _true(job: dict) -> list[tuple[str, str, str]]:
             if c["status"] == "True"]
 
 
-def test_our_trainjob_runs_on_gpu_pods_with_the_trainers_env_and_completes(api_client, trainer, namespace):
+def test_our_trainjob_runs_on_gpu_pods_with_the_trainers_env_and_completes(api_client, apiserver, trainer, namespace):
     """Every field the builder maps is admitted by the real webhooks; Trainer makes a JobSet with
     one Job of numNodes pods, puts our GPUs, env and pod scheduling on them next to its PET_* env,
     and writes Complete from the JobSet once every pod exits 0."""
     name = "churn-g3"
-    built = trainjobs.build(api_client, namespace, name, TRAINING_TRAINJOB)
+    built = trainjobs.build(apiserver, namespace, name, TRAINING_TRAINJOB)
     assert set(built["spec"]) >= BOTH_FIELDS  # the served CRD has both: nothing was left out
     stored = trainjobs.create(api_client, built)
     # Trainer's defaulter stamps our runtime patch and, answering with the object as its Go types
@@ -124,11 +124,11 @@ def test_our_trainjob_runs_on_gpu_pods_with_the_trainers_env_and_completes(api_c
     assert (state.phase, state.reason, state.message) == (SUCCEEDED, "AllJobsCompleted", COMPLETE_MESSAGE)
 
 
-def test_a_failing_node_pod_fails_the_trainjob(api_client, trainer, no_retry_runtime, namespace):
+def test_a_failing_node_pod_fails_the_trainjob(api_client, apiserver, trainer, no_retry_runtime, namespace):
     name = "churn-g1"
     training = {"backend": "TrainJob", "image": "ghcr.io/example/train:1.2", "command": ["python3", "train.py"],
                 "workers": 1, "gpus": 1, "runtimeRef": {"name": no_retry_runtime}}
-    trainjobs.create(api_client, trainjobs.build(api_client, namespace, name, training))
+    trainjobs.create(api_client, trainjobs.build(apiserver, namespace, name, training))
     first, _ = trainjobs.wait_pods(api_client, namespace, name, count=2)
     trainjobs.end_pod(api_client, first, exit_code=1)
     failed = trainjobs.wait_condition(api_client, namespace, name, "Failed")
@@ -141,12 +141,12 @@ def test_a_failing_node_pod_fails_the_trainjob(api_client, trainer, no_retry_run
         ("Failed", "BackoffLimitExceeded")]
 
 
-def test_an_active_deadline_fails_the_trainjob_and_deletes_its_jobset(api_client, trainer, namespace):
+def test_an_active_deadline_fails_the_trainjob_and_deletes_its_jobset(api_client, apiserver, trainer, namespace):
     """spec.activeDeadlineSeconds (the operator writes spec.training's): Trainer fails the running
     TrainJob itself and deletes its JobSet, so that the pods give their GPUs back."""
     name = "churn-g2"
     training = {"backend": "TrainJob", "image": "ghcr.io/example/train:1.2", "gpus": 1, "activeDeadlineSeconds": 3}
-    built = trainjobs.build(api_client, namespace, name, training)
+    built = trainjobs.build(apiserver, namespace, name, training)
     assert built["spec"]["activeDeadlineSeconds"] == 3
     trainjobs.create(api_client, built)
     trainjobs.wait_pods(api_client, namespace, name, count=1)
@@ -161,7 +161,7 @@ def test_an_active_deadline_fails_the_trainjob_and_deletes_its_jobset(api_client
              lambda listed: not listed["items"], timeout=10, what=f"Trainer to delete the JobSet of {name}")
 
 
-def test_the_operator_finds_the_v2_3_fields_in_the_real_crd(api_client, trainer, namespace):
+def test_the_operator_finds_the_v2_3_fields_in_the_real_crd(api_client, apiserver, trainer, namespace):
     """runtimePatches and activeDeadlineSeconds (needed for pod scheduling and the deadline, else
     TrainerCapabilityMissing) are read from Trainer's own CRD: the file in the module and the CRD
     the apiserver serves from it."""
@@ -171,7 +171,7 @@ def test_the_operator_finds_the_v2_3_fields_in_the_real_crd(api_client, trainer,
     assert trainjob.served_fields(api_client.sanitize_for_serialization(served)) == BOTH_FIELDS
     # The training stage's check on this cluster: nothing missing, the runtime's trainer step.
     assert set(trainjob.needed_fields(TRAINING_TRAINJOB)) == BOTH_FIELDS
-    assert trainjobs.operator_options(api_client, namespace, TRAINING_TRAINJOB) == {
+    assert trainjobs.operator_options(apiserver, namespace, TRAINING_TRAINJOB) == {
         "step": trainjob.NODE, "fields": BOTH_FIELDS}
 
 
@@ -201,7 +201,7 @@ OUTCOMES = ("Running", "Complete", "Failed")
 
 
 @pytest.fixture(scope="module")
-def real_statuses(api_client, trainer, no_retry_runtime) -> dict[str, dict]:
+def real_statuses(api_client, apiserver, trainer, no_retry_runtime) -> dict[str, dict]:
     """What the real controllers wrote for a one-node TrainJob: Running, then Complete (the pod
     exits 0) in one namespace, Failed (it exits 1) in another."""
     statuses: dict[str, dict] = {}
@@ -210,7 +210,7 @@ def real_statuses(api_client, trainer, no_retry_runtime) -> dict[str, dict]:
             namespace = new_namespace()
             training = {"backend": "TrainJob", "image": "ghcr.io/example/train:1.2", "gpus": 1,
                         "runtimeRef": {"name": runtime}}
-            trainjobs.create(api_client, trainjobs.build(api_client, namespace, JOB, training))
+            trainjobs.create(api_client, trainjobs.build(apiserver, namespace, JOB, training))
             (pod,) = trainjobs.wait_pods(api_client, namespace, JOB, count=1)
             statuses.setdefault("Running", trainjobs.wait_running(api_client, namespace, JOB)["status"])
             trainjobs.end_pod(api_client, pod, exit_code)

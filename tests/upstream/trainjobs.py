@@ -19,19 +19,19 @@ from . import objects
 COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 
 
-def operator_options(api_client, namespace: str, training: dict) -> dict:
+def operator_options(apiserver, namespace: str, training: dict) -> dict:
     """What the operator's training stage gives the builder on this cluster (`step` and
     `fields`, from the referenced runtime and the served TrainJob CRD), read the operator's way."""
-    env = Environment(kube=Kube(api_client), config=OperatorConfig())
+    env = Environment(kube=Kube(apiserver), config=OperatorConfig())
     td = {"metadata": {"name": "churn", "namespace": namespace}, "spec": {"training": training}}
     return trainer_api.job_options(Pass(td, env), training)
 
 
-def build(api_client, namespace: str, name: str, training: dict) -> dict:
+def build(apiserver, namespace: str, name: str, training: dict) -> dict:
     """The TrainJob our builder makes for `training`, with the operator's injected env."""
     return trainjob.build(meta(name, namespace), training, env=INJECTED_ENV,
                           hyperparameters=training.get("hyperparameters", {}), gpu_resource=GPU,
-                          **operator_options(api_client, namespace, training))
+                          **operator_options(apiserver, namespace, training))
 
 
 def create(api_client, body: dict) -> dict:
