@@ -1,8 +1,10 @@
-"""kopf handlers: one long-lived reconcile loop per TrainDeploy, woken by watch events.
+"""kopf handlers: TrainDeploys reconciled by a work queue, woken by watch events.
 
-Each TrainDeploy gets a daemon that reconciles, then sleeps until something it cares about
-changes: the TrainDeploy's spec or annotations, or one of its children (listed and watched per
-kind by the operator's informers, not polled). Outside systems that cannot be watched (KFP,
+kopf watches the TrainDeploys: each event keeps the object's latest version (compact, without
+managedFields) and queues a pass when something the operator acts on changed: the spec, the
+annotations it reads, or one of its children (listed and watched per kind by the operator's
+informers, not polled). A fixed number of workers run the passes (`workqueue.WorkQueue`), one
+at a time per TrainDeploy, each due again after its requeue delay, a resync or a backoff. Outside systems that cannot be watched (KFP,
 MLflow) are polled only while a stage waits on them, and an unavailable dependency is retried
 with exponential backoff. The API load therefore grows with change, not with the number of
 TrainDeploys.
@@ -13,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
+import json
 import logging
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 import kopf
@@ -29,9 +33,10 @@ from traindeploy.apiserver import ApiServer
 from traindeploy.config import OperatorConfig
 from traindeploy.context import Pass
 from traindeploy.informer import Informers
-from traindeploy.kube import Conflict, Kube, KubeError
+from traindeploy.kube import Conflict, Kube, KubeError, kept
 from traindeploy.reconciler import CHILD_KINDS, TRAINDEPLOY, Environment, Outcome, reconcile
 from traindeploy.results import Problem
+from traindeploy.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +45,26 @@ FINALIZER = "traindeploy.io/finalizer"
 FINALIZER_WAIT = 5.0
 
 
-@dataclass
-class _Loop:
-    """What the operator keeps in memory per TrainDeploy: its wake-up signal and retry count."""
+@dataclass(slots=True)
+class _TrainDeploy:
+    """What the operator keeps in memory per TrainDeploy between passes."""
 
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # The object as last delivered by the watch, as `kube.kept` makes it (compact JSON without
+    # managedFields): a tenth of the parsed object's memory.
+    body: str
+    seen: tuple = ()  # what `_interesting` read at the last pass
     failures: int = 0
-    seen: tuple = ()
+    passed: bool = False  # a pass has run since the operator started
     # The resourceVersion of our last status write. Until the watch delivers that version, the
-    # daemon's body is older than what we wrote, and acting on it would undo steps.
+    # body kept is older than what we wrote, and acting on it would undo steps.
     written: str | None = None
 
 
-_loops: dict[str, _Loop] = {}
-# Read at scrape time from the loops themselves, so it cannot drift from them.
-metrics.BACKOFFS.set_function(lambda: sum(1 for loop in list(_loops.values()) if loop.failures))
+_items: dict[str, _TrainDeploy] = {}
+# Read at scrape time from the items themselves, so it cannot drift from them.
+metrics.BACKOFFS.set_function(lambda: sum(1 for item in list(_items.values()) if item.failures))
+# How long a stopping operator waits for the passes under way (each bounded by its HTTP timeouts).
+STOP_TIMEOUT = 60.0
 
 
 class NoDiffBaseForTrainDeploys(kopf.AnnotationsDiffBaseStorage):
@@ -94,7 +104,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> No
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    # Stopping a daemon waits for its reconcile in flight (bounded by the HTTP timeouts).
     settings.posting.level = logging.INFO
     memo.config = OperatorConfig.from_env()
     workers = memo.config.reconcile_workers
@@ -105,6 +114,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> No
     http.mount("https://", adapter)
     memo.env = Environment(kube=Kube(_api_client(workers), timeout=memo.config.http_timeout), config=memo.config,
                            http=http)
+    memo.settings = settings
+    # As many workers as pass threads: a pass holds its worker while its thread runs.
+    memo.queue = WorkQueue(functools.partial(_pass, memo=memo), workers)
     _start_informers(memo, asyncio.get_running_loop())
 
 
@@ -116,7 +128,7 @@ def _start_informers(memo: kopf.Memo, loop: asyncio.AbstractEventLoop) -> None:
     selector = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
 
     def changed(obj: dict) -> None:
-        loop.call_soon_threadsafe(_wake, naming.owner_uid(obj))
+        loop.call_soon_threadsafe(_wake, memo.queue, naming.owner_uid(obj))
 
     informers = Informers(_api_client(len(CHILD_KINDS) * max(1, len(namespaces))), CHILD_KINDS, namespaces,
                           selector, naming.LABEL_NAME, changed).start()
@@ -127,7 +139,10 @@ def _start_informers(memo: kopf.Memo, loop: asyncio.AbstractEventLoop) -> None:
 
 
 @kopf.on.cleanup()
-def stop_passes(memo: kopf.Memo, **_) -> None:
+async def stop_passes(memo: kopf.Memo, **_) -> None:
+    if getattr(memo, "queue", None) is not None:
+        # Passes under way end (each is bounded by its HTTP timeouts); no new one starts.
+        await memo.queue.stop(STOP_TIMEOUT)
     if getattr(memo, "informers", None) is not None:
         memo.informers.stop()
     if getattr(memo, "passes", None) is not None:
@@ -172,37 +187,40 @@ async def login(memo: kopf.Memo, **kwargs):
                                priority=info.priority, expiration=info.expiration)
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=60)
-async def reconcile_loop(body: kopf.Body, uid: str, stopped: kopf.DaemonStopped, memo: kopf.Memo,
-                         logger: kopf.Logger, **kwargs) -> None:
-    loop = _loops.setdefault(uid, _Loop())
+async def _pass(uid: str, memo: kopf.Memo) -> float | None:
+    """One pass over a TrainDeploy, run by a queue worker in the pass pool; the seconds until it
+    is due again (None: only when something wakes it)."""
+    await asyncio.shield(memo.children_listed)
+    item = _items.get(uid)
+    if item is None:
+        return None
     env: Environment = memo.env
-    try:
-        await asyncio.shield(memo.children_listed)
-        if FINALIZER not in (body.get("metadata", {}).get("finalizers") or ()):
-            # kopf adds its finalizer as it starts the daemon: a status write made before that
-            # patch lands would conflict with it, costing a read and a second write. The patch's
-            # watch event wakes the daemon (any event does before the first pass).
-            await _sleep(loop.wake, stopped, FINALIZER_WAIT)
-        if env.config.startup_spread > 0 and _up_to_date(body):
-            # After a restart every daemon starts at once, in list order: those whose status is
-            # current wait a random moment, so objects that need work (new ones, changed specs)
-            # go first and the rest share the workers evenly. Any change wakes them at once.
-            await _sleep(loop.wake, stopped, random.uniform(0, env.config.startup_spread))
-        while not stopped:
-            loop.wake.clear()
-            loop.seen = _interesting(body)
-            started = time.monotonic()
-            # In the pass pool, with this task's context as asyncio.to_thread would: kopf.event
-            # reads its settings from a context variable.
-            outcome = await asyncio.get_running_loop().run_in_executor(
-                memo.passes, contextvars.copy_context().run, _reconcile_and_write, body, env, logger, loop)
-            telemetry.pass_done(outcome, time.monotonic() - started)
-            delay = _next_delay(outcome, loop, env.config)
-            await _sleep(loop.wake, stopped, delay)
-    finally:
-        _loops.pop(uid, None)
-        metrics.PHASES.forget(uid)
+    body = json.loads(item.body)
+    item.seen = _interesting(body)
+    logger = kopf.ObjectLogger(body=kopf.Body(body), settings=memo.settings)
+    started = time.monotonic()
+    # With this task's context, as asyncio.to_thread would: kopf.event reads its queue from a
+    # context variable.
+    outcome = await asyncio.get_running_loop().run_in_executor(
+        memo.passes, contextvars.copy_context().run, _reconcile_and_write, body, env, logger, item)
+    telemetry.pass_done(outcome, time.monotonic() - started)
+    item.passed = True
+    return _next_delay(outcome, item, env.config) if uid in _items else None
+
+
+def _first_delay(body: kopf.Body, config: OperatorConfig) -> float:
+    """When a TrainDeploy first seen is first reconciled."""
+    if FINALIZER not in (body.get("metadata", {}).get("finalizers") or ()):
+        # kopf adds its finalizer on first sight: a status write made before that patch lands
+        # would conflict with it, costing a read and a second write. The patch's watch event
+        # brings the pass forward.
+        return FINALIZER_WAIT
+    if config.startup_spread > 0 and _up_to_date(body):
+        # After a restart every TrainDeploy is seen at once, in list order: those whose status is
+        # current wait a random moment, so objects that need work (new ones, changed specs) go
+        # first and the rest share the workers evenly. Any change brings them forward.
+        return random.uniform(0, config.startup_spread)
+    return 0.0
 
 
 def _up_to_date(body: kopf.Body) -> bool:
@@ -210,16 +228,16 @@ def _up_to_date(body: kopf.Body) -> bool:
     return bool(status) and status.get("observedGeneration") == body.get("metadata", {}).get("generation")
 
 
-def _freshest(body: kopf.Body, loop: _Loop, env: Environment) -> dict:
+def _freshest(body: dict, item: _TrainDeploy, env: Environment) -> dict:
     """The body, unless it is not the version our last status write made: then the object is read
     again (the watch lags behind our write, or someone else wrote after it)."""
-    td = dict(body)
-    if loop.written is None or td["metadata"].get("resourceVersion") == loop.written:
-        loop.written = None
+    td = body
+    if item.written is None or td["metadata"].get("resourceVersion") == item.written:
+        item.written = None
         return td
     meta = td["metadata"]
     live = env.kube.get(TRAINDEPLOY, meta["namespace"], meta["name"])
-    loop.written = None
+    item.written = None
     return live if live is not None else td
 
 
@@ -227,12 +245,12 @@ def _freshest(body: kopf.Body, loop: _Loop, env: Environment) -> dict:
 CONFLICT_RETRIES = 3
 
 
-def _reconcile_and_write(body: kopf.Body, env: Environment, logger: kopf.Logger, loop: _Loop) -> Outcome | None:
+def _reconcile_and_write(body: dict, env: Environment, logger: kopf.Logger, item: _TrainDeploy) -> Outcome | None:
     """Runs in a worker thread. Writes the status only if it changed, with the resourceVersion it
     was computed from; a conflict re-reads the object, and recomputes unless only metadata the
     operator does not act on changed (then the same status is written again)."""
     try:
-        td = _freshest(body, loop, env)
+        td = _freshest(body, item, env)
         outcome = reconcile(td, env)
         for _ in range(CONFLICT_RETRIES):
             meta = td["metadata"]
@@ -242,7 +260,7 @@ def _reconcile_and_write(body: kopf.Body, env: Environment, logger: kopf.Logger,
             try:
                 written = env.kube.replace_status(TRAINDEPLOY, meta["namespace"], meta["name"], outcome.status,
                                                   resource_version=meta.get("resourceVersion"))
-                loop.written = written["metadata"]["resourceVersion"]
+                item.written = written["metadata"]["resourceVersion"]
                 telemetry.written(meta["uid"], td.get("status") or {}, outcome)
                 break
             except Conflict:
@@ -278,24 +296,15 @@ def _same_inputs(before: dict, after: dict) -> bool:
             and _interesting(before) == _interesting(after))
 
 
-def _next_delay(outcome: Outcome | None, loop: _Loop, config: OperatorConfig) -> float:
+def _next_delay(outcome: Outcome | None, item: _TrainDeploy, config: OperatorConfig) -> float:
     if outcome is None or outcome.blocked:
-        loop.failures += 1
+        item.failures += 1
         metrics.RETRIES.labels("error" if outcome is None else "blocked").inc()
-        return min(config.backoff_max, config.backoff_initial * 2 ** (loop.failures - 1))
-    loop.failures = 0
+        return min(config.backoff_max, config.backoff_initial * 2 ** (item.failures - 1))
+    item.failures = 0
     if outcome.requeue_after is None:
         return config.resync_interval
     return min(outcome.requeue_after, config.resync_interval)
-
-
-async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float) -> None:
-    waiters = {asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait())}
-    try:
-        await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 def _interesting(body: kopf.Body) -> tuple:
@@ -306,27 +315,57 @@ def _interesting(body: kopf.Body) -> tuple:
     return meta.get("generation"), tuple(sorted(annotations.items())), meta.get("deletionTimestamp")
 
 
-def _wake(uid: str | None) -> None:
-    if uid and uid in _loops:
-        _loops[uid].wake.set()
+def _wake(queue: WorkQueue, uid: str | None) -> None:
+    if uid and uid in _items:
+        queue.add(uid)
 
 
-# The event handlers are async: kopf runs them on the event loop, where asyncio.Event.set() belongs.
+# The event handlers are async: kopf runs them on the event loop, where the queue lives.
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def traindeploy_changed(body: kopf.Body, uid: str, **_) -> None:
-    loop = _loops.get(uid)
-    if loop is not None and _interesting(body) != loop.seen:
-        loop.wake.set()
+async def traindeploy_changed(type: str | None, body: kopf.Body, uid: str, memo: kopf.Memo, **_) -> None:  # noqa: A002 (kopf's name)
+    """Keeps the TrainDeploy's latest version and queues a pass when something the operator acts
+    on changed: not on its own status writes."""
+    # Started here, not at start-up: its workers copy this context, in which kopf's processing
+    # of an object put its Event queue (kopf.event and the per-object loggers post through it).
+    queue: WorkQueue = memo.queue.start()
+    if type == "DELETED" or body.get("metadata", {}).get("deletionTimestamp"):
+        # Deleting: the cycle stops here; the deletion handler ends what runs outside the cluster.
+        _forget(uid, queue)
+        return
+    item = _items.get(uid)
+    if item is None:
+        _items[uid] = _TrainDeploy(body=kept(body))
+        queue.add(uid, _first_delay(body, memo.env.config))
+        return
+    item.body = kept(body)
+    if not item.passed:
+        queue.add(uid, _first_delay(body, memo.env.config))
+    elif _interesting(body) != item.seen:
+        queue.add(uid)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-async def stop_outside_work(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_) -> None:
+def _forget(uid: str, queue: WorkQueue) -> None:
+    if _items.pop(uid, None) is not None:
+        queue.forget(uid)
+        metrics.PHASES.forget(uid)
+
+
+# Not optional: kopf adds its finalizer on first sight for it, so that this runs before the
+# object goes.
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def stop_outside_work(body: kopf.Body, uid: str, memo: kopf.Memo, logger: kopf.Logger, **_) -> None:
     """Children go with their owner; the KFP run and the MLflow run are outside the cluster and
-    are stopped here, best effort (a deletion never waits on an outage)."""
+    are stopped here, best effort (a deletion never waits on an outage), once a pass under way
+    has ended (it might have started them)."""
+    _forget(uid, memo.queue)
+    await memo.queue.done(uid)
+
     def stop() -> None:
         try:
             cycle.stop_outside_work(Pass(dict(body), memo.env))
         except Problem as problem:
             logger.warning("Could not stop the cycle's outside work: %s", problem.result.message)
+        except KubeError as error:
+            logger.warning("Could not stop the cycle's outside work: %s", error)
 
     await asyncio.to_thread(stop)

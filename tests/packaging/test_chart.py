@@ -188,7 +188,7 @@ def test_deployment_shape(defaults):
     pod = spec["template"]["spec"]
     sa = one(defaults, "ServiceAccount")
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
-    assert pod["terminationGracePeriodSeconds"] > 60, "longer than the daemons' cancellation timeout"
+    assert pod["terminationGracePeriodSeconds"] > 60, "longer than the wait for passes in flight (handlers.STOP_TIMEOUT)"
     assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
     container = _container(defaults)
     assert container["image"] == "ghcr.io/traindeploy/traindeploy-operator:0.1.0"

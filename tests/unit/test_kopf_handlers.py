@@ -1,6 +1,7 @@
-"""What the operator asks of kopf for TrainDeploys: a daemon and a deletion handler, and no
-creation, update or resume handlers (kopf keeps no diff base for TrainDeploys, so such a handler
-would never run)."""
+"""What the operator asks of kopf for TrainDeploys: an event handler (which feeds the operator's
+own work queue) and a deletion handler that needs kopf's finalizer; no daemon (a kopf daemon per
+object keeps a copy of it, a task and more: the queue replaced them) and no creation, update or
+resume handlers (kopf keeps no diff base for TrainDeploys, so such a handler would never run)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ def _traindeploy_handlers(registry) -> list:
 
 
 def test_the_only_changing_handler_of_traindeploys_is_the_deletion_one():
-    changing = _traindeploy_handlers(kopf.get_default_registry()._changing)
+    registry = kopf.get_default_registry()
+    changing = _traindeploy_handlers(registry._changing)
     assert [h.reason for h in changing] == [Reason.DELETE]
-    assert len(_traindeploy_handlers(kopf.get_default_registry()._spawning)) == 1  # the daemon
+    assert changing[0].requires_finalizer, "kopf must add its finalizer, so that deletion waits for it"
+    assert _traindeploy_handlers(registry._spawning) == []  # no daemon, no timer
+    assert len(_traindeploy_handlers(registry._watching)) == 1  # the event handler
 
 
 def _body(api_version: str, kind: str) -> kopf.Body:
