@@ -3,7 +3,8 @@ in the same run, on the real local control plane and MLflow (SQLite, one worker)
 
 For each N, in its own namespace, first the baseline (bench/baseline.py: a plain async controller
 doing the least the minimal lifecycle needs), then the operator (`python -m traindeploy run`, as
-tests/e2e/operator_process.py starts it, at log level info):
+tests/e2e/operator_process.py starts it, at log level info, in a cached venv with its runtime
+dependencies only, as its image: `operator_python`):
 
 1. fan-in: N minimal TrainDeploys applied at once (32 creates in flight); time until every one
    has its PyTorchJob and phase Training (per object: from its create);
@@ -64,6 +65,22 @@ MINIMUM_KUBE = {("POST", "pytorchjobs"): 1, ("POST", "inferenceservices"): 1, ("
 MINIMUM_MLFLOW = 8  # + one experiment lookup per namespace
 
 
+def operator_python() -> Path:
+    """An interpreter with the operator's runtime dependencies and nothing else, as its image has
+    (`pip install traindeploy`): the operator is measured as it ships. The test venv would not do:
+    kopf imports the kubernetes client whenever it is installed (it recognises its model
+    classes), and the test tiers install it for their own use."""
+    import tomllib
+
+    from traindeploy.dev.venvs import python_for
+
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    with tempfile.TemporaryDirectory() as tmp:
+        requirements = Path(tmp) / "requirements.txt"
+        requirements.write_text("".join(f"{requirement}\n" for requirement in dependencies))
+        return python_for(requirements, name="operator-runtime")
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM in KiB."""
     values = {}
@@ -99,7 +116,8 @@ class OperatorUnderTest:
                     "TRAINDEPLOY_MLFLOW_ARTIFACTS_DESTINATION": artifacts}
         logdir = tmp / namespace
         logdir.mkdir()
-        self.process = OperatorProcess(namespace, cp.kubeconfig, logdir, settings, verbose=False)
+        self.process = OperatorProcess(namespace, cp.kubeconfig, logdir, settings, verbose=False,
+                                       python=operator_python())
 
     @property
     def pid(self) -> int:

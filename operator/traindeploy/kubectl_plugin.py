@@ -1029,7 +1029,12 @@ def connect(args) -> Cluster:
 def main(argv: list[str] | None = None, stdout=None, stderr=None) -> int:
     out = Output(stdout, stderr)
     args = build_parser().parse_args(argv)
-    # The kubernetes client is imported only once a command runs: `--help` answers at once.
+    # The kubernetes client is imported only once a command runs: `--help` answers at once. It is
+    # the `kubectl` extra's, not the operator's (whose image leaves it out).
+    try:
+        import kubernetes  # noqa: F401
+    except ImportError:
+        return out.error("kubectl traindeploy needs the Kubernetes client: pip install 'traindeploy[kubectl]'")
     from kubernetes.client.rest import ApiException
     from kubernetes.config.config_exception import ConfigException
     from urllib3.exceptions import HTTPError

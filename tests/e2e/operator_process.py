@@ -28,8 +28,10 @@ TEST_SETTINGS = {
 
 class OperatorProcess:
     def __init__(self, namespace: str, kubeconfig: Path, logdir: Path, settings: dict[str, str],
-                 verbose: bool = True) -> None:
-        """`verbose` logs at debug level (the tests read it); benchmarks measure at info."""
+                 verbose: bool = True, python: str | Path = sys.executable) -> None:
+        """`verbose` logs at debug level (the tests read it); benchmarks measure at info, with
+        `python` an interpreter that has the operator's runtime dependencies only, as its image."""
+        self.python = str(python)
         self.namespace = namespace
         self.verbose = verbose
         self.kubeconfig = kubeconfig
@@ -63,7 +65,7 @@ class OperatorProcess:
                "TRAINDEPLOY_METRICS_PORT": str(self.metrics_port), **self.settings,
                "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(REPO_ROOT / "operator")}
         self._proc = processes.start(
-            [sys.executable, "-m", "traindeploy", "run", "--namespace", self.namespace,
+            [self.python, "-m", "traindeploy", "run", "--namespace", self.namespace,
              "--liveness", f"http://127.0.0.1:{port}/healthz",
              *(["--verbose"] if self.verbose else ["--log-level", "info"])],
             self.logfile, env=env)

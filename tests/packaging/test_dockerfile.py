@@ -24,8 +24,7 @@ DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 # What the operator needs at run time, and why: nothing more goes into the image. It talks to
 # MLflow and KFP over plain REST (traindeploy.mlflow_rest, traindeploy.kfp), not their clients.
 RUNTIME_DEPENDENCIES = {
-    "kopf": "the operator framework: watches, daemons, finalizers, Events",
-    "kubernetes": "the operator's own API calls (traindeploy.kube)",
+    "kopf": "the operator framework: watches, finalizers, Events",
     "pyyaml": "compiled KFP pipeline packages are YAML",
     "requests": "MLflow and KFP REST clients",
     "croniter": "spec.retrain.schedule cron expressions (traindeploy.triggers)",
@@ -33,12 +32,15 @@ RUNTIME_DEPENDENCIES = {
     "aiohttp": "kopf's apiserver session, with a bounded pool (traindeploy.handlers)",
 }
 
-# Imported by the operator but installed by a declared dependency (requests and kubernetes both
-# require urllib3, whose exceptions traindeploy.kube catches).
+# Imported by the operator but installed by a declared dependency (requests requires urllib3, on
+# which traindeploy.apiserver speaks to the apiserver).
 TRANSITIVE_IMPORTS = {"urllib3": "requests"}
 IMPORT_NAMES = {"pyyaml": "yaml", "prometheus-client": "prometheus_client"}
-# `traindeploy dev` only: imported from the `dev` extra, never by the operator itself.
-DEV_IMPORTS = {"optuna"}
+# Imported from an extra, by the modules named only, never by the operator itself: `traindeploy
+# dev` (the `dev` extra) and `kubectl traindeploy` (the `kubectl` extra). kopf imports the
+# kubernetes client whenever it is installed, so the image must not have it.
+EXTRA_IMPORTS = {"optuna": ("operator/traindeploy/dev/",),
+                 "kubernetes": ("operator/traindeploy/dev/", "operator/traindeploy/kubectl_plugin.py")}
 # Scripts that other interpreters run (the KFP SDK's venv, the model server's venv): their imports
 # are those venvs' packages (examples/pipelines/requirements.txt, dev/requirements/mlserver.txt).
 OTHER_INTERPRETERS = {"traindeploy/dev/kfp_local_run.py", "traindeploy/dev/storage_initializer.py"}
@@ -214,10 +216,10 @@ def test_wheel_holds_the_package_and_its_entry_point(wheel):
     assert "traindeploy = traindeploy.cli:main" in entry_points
 
 
-def _third_party_imports() -> dict[str, str]:
-    """Top-level modules the operator package imports (outside the standard library), with a file
-    that imports each."""
-    found: dict[str, str] = {}
+def _third_party_imports() -> dict[str, list[str]]:
+    """Top-level modules the operator package imports (outside the standard library), with the
+    files that import each."""
+    found: dict[str, list[str]] = {}
     package = REPO_ROOT / "operator" / "traindeploy"
     for path in sorted(package.rglob("*.py")):
         if str(path.relative_to(package.parent)) in OTHER_INTERPRETERS:
@@ -232,7 +234,7 @@ def _third_party_imports() -> dict[str, str]:
             for module in modules:
                 top = module.split(".")[0]
                 if top != "traindeploy" and top not in sys.stdlib_module_names:
-                    found.setdefault(top, str(path.relative_to(REPO_ROOT)))
+                    found.setdefault(top, []).append(str(path.relative_to(REPO_ROOT)))
     return found
 
 
@@ -241,7 +243,7 @@ def test_every_import_is_a_declared_dependency_and_every_dependency_is_imported(
     declared = {IMPORT_NAMES.get(name, name.replace("-", "_")): name for name in RUNTIME_DEPENDENCIES}
     undeclared = {m: where for m, where in imports.items()
                   if m not in declared and m not in TRANSITIVE_IMPORTS
-                  and not (m in DEV_IMPORTS and where.startswith("operator/traindeploy/dev/"))}
+                  and not (m in EXTRA_IMPORTS and all(w.startswith(EXTRA_IMPORTS[m]) for w in where))}
     assert not undeclared, f"imported but not a runtime dependency: {undeclared}"
     unused = sorted(name for module, name in declared.items() if module not in imports)
     assert not unused, f"runtime dependencies no operator module imports: {unused}"
