@@ -59,6 +59,10 @@ def namespaces_from_env(environ: Mapping[str, str]) -> list[str]:
     return [name.strip() for name in raw.split(",") if name.strip()]
 
 
+# The `dev` extra's packages that `traindeploy dev` imports (pyproject.toml).
+DEV_EXTRA = ("kubernetes", "optuna", "cmaes")
+
+
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(
@@ -88,11 +92,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     # Kept for people and scripts used to it (the end-to-end tests among them).
     run.add_argument("--verbose", "-v", action="store_true", help="same as --log-level=debug")
 
-    from traindeploy.dev import command as dev_command
+    # The arguments only: the command itself needs the `dev` extra, which the operator's image lacks.
+    from traindeploy.dev import arguments as dev_arguments
 
-    dev_command.build_parser(commands.add_parser(
+    dev_arguments.build_parser(commands.add_parser(
         "dev", help="the whole lifecycle for real on this machine, no cluster needed",
-        description=(dev_command.__doc__ or "").split("\n\n", 1)[1].strip(),
+        description=(dev_arguments.__doc__ or "").split("\n\n", 1)[1].strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
 
@@ -116,8 +121,14 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
                             log_level="debug" if args.verbose else args.log_level,
                             log_format=args.log_format)
     if args.command == "dev":
-        from traindeploy.dev import command as dev_command
-
+        try:
+            from traindeploy.dev import command as dev_command
+        except ImportError as missing:
+            if missing.name and missing.name.split(".")[0] in DEV_EXTRA:
+                print(f"traindeploy dev needs {missing.name.split('.')[0]}: pip install 'traindeploy[dev]'",
+                      file=sys.stderr)
+                return 1
+            raise
         return dev_command.run(args)
     parser.error(f"unknown command {args.command}")
     return 2

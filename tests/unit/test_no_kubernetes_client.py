@@ -21,6 +21,9 @@ import sys
 sys.modules["kubernetes"] = None  # as in the operator image, where it is not installed
 import traindeploy.handlers, traindeploy.runner, traindeploy.kube, traindeploy.informer, traindeploy.leader
 import traindeploy.validation
+# `traindeploy run` builds the whole command line first, `dev` included.
+from traindeploy import cli
+cli.build_parser().parse_args(["run", "--namespace", "ns"])
 # The blocked name itself stays in sys.modules, as None: only modules actually loaded count.
 loaded = sorted(name for name, module in sys.modules.items()
                 if module is not None and (name == "kubernetes" or name.startswith("kubernetes.")))
@@ -55,3 +58,18 @@ def test_no_module_the_operator_runs_imports_the_client_package_even_when_called
         if lines := _imports_kubernetes(source):
             found[str(relative)] = lines
     assert found == {}
+
+
+DEV_WITHOUT_THE_CLIENT = """
+import sys
+sys.modules["kubernetes"] = None
+from traindeploy.cli import main
+sys.exit(main(["dev", "examples/traindeploys/minimal.yaml"]))
+"""
+
+
+def test_traindeploy_dev_without_its_extra_names_it():
+    done = subprocess.run([sys.executable, "-c", DEV_WITHOUT_THE_CLIENT], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    assert "pip install 'traindeploy[dev]'" in done.stderr and "Traceback" not in done.stderr
