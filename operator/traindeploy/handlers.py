@@ -122,8 +122,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_) -> No
 
 def _start_informers(memo: kopf.Memo, loop: asyncio.AbstractEventLoop) -> None:
     """The children, listed and watched per kind and namespace; passes read them from memory and
-    each change wakes the owner's daemon. Daemons start their first pass once every kind was
-    listed (or refused), so a pass never takes a child that exists for one that does not."""
+    each change queues the owner. No pass starts before every kind was listed (or refused), so a
+    pass never takes a child that exists for one that does not."""
     namespaces = tuple(getattr(memo, "namespaces", ()))
     selector = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
 
