@@ -69,8 +69,8 @@ STOP_TIMEOUT = 60.0
 
 class NoDiffBaseForTrainDeploys(kopf.AnnotationsDiffBaseStorage):
     """kopf's diff base ("last-handled configuration") kept nowhere for TrainDeploys. It serves
-    creation, update and resume handlers, of which the operator has none for them: each daemon
-    tells change itself (`_interesting`), and `tests/unit/test_kopf_handlers.py` keeps it so.
+    creation, update and resume handlers, of which the operator has none for them: its event
+    handler tells change itself (`_interesting`), and `tests/unit/test_kopf_handlers.py` keeps it so.
     Kept in an annotation it cost a PATCH of every new TrainDeploy (and a status write
     conflicting with it), and building it a deep copy of the object on every event; with an
     essence that is always empty kopf sees no change to act on (its deletion handling does not

@@ -5,7 +5,7 @@ passes to read (`Kube.read_watched`).
 Why not kopf's indexes, which did this before: kopf holds every object's first handling until all
 indexes are filled, and each indexed object it lists wakes every object waiting at that barrier,
 so a restart with 1000 TrainDeploys and their 2000 children spent 15 s in kopf's bookkeeping
-alone (quadratic in the number of objects). Here the daemons wait on one event: every kind
+alone (quadratic in the number of objects). Here the passes wait on one event: every kind
 listed.
 
 One thread per kind and namespace (or per kind, cluster-wide) runs list, then watch until the

@@ -1,5 +1,5 @@
 """The informers of the children against the real apiserver: what a list and then the watch
-deliver is what the passes read, each change is reported (it wakes the owner's daemon), and a
+deliver is what the passes read, each change is reported (it queues the owner's pass), and a
 kind the cluster does not serve is read from the apiserver instead."""
 
 from __future__ import annotations
