@@ -3,13 +3,14 @@ MLflow's REST API, one event loop, no framework) doing the least the minimal lif
 as its own process so its time, CPU and memory are measured as the operator's are.
 
 Per TrainDeploy, from watch events only (no GETs):
-  new TrainDeploy      -> MLflow runs/create; POST the PyTorchJob; status write (Training)
+  new TrainDeploy      -> MLflow experiments/create (the API's default experiment is the
+                          TrainDeploy's own, traindeploy/<namespace>/<name>); runs/create;
+                          POST the PyTorchJob; status write (Training)
   job Succeeded        -> runs/get (gate metric); logged-models/search; registered-models/create;
                           model-versions/create; alias challenger; get-download-uri;
                           POST the InferenceService; status write (Deploying)
   InferenceService Ready -> alias champion; status write (Ready)
-= 8 MLflow requests and 5 Kubernetes requests (2 creates, 3 status writes) per lifecycle, plus one
-experiment lookup per namespace. No Events, no conditions beyond Ready, no validation, no error
+= 9 MLflow requests and 5 Kubernetes requests (2 creates, 3 status writes) per lifecycle. No Events, no conditions beyond Ready, no validation, no error
 handling beyond retrying MLflow's lock contention: a floor, not a competitor. Children are built
 by the operator's own pure builders so both send the same objects.
 
@@ -61,8 +62,7 @@ class Baseline:
         self.runs: dict[str, str] = {}
         self.models: dict[str, tuple[str, str]] = {}  # TrainDeploy -> (registered model, version)
         self.busy: set[tuple[str, str]] = set()  # (step, TrainDeploy name) in flight or done
-        self.experiment_id = ""
-        self.experiment_name = ""
+        self.experiments: dict[str, str] = {}  # TrainDeploy -> its MLflow experiment's id
         self.synced: set[str] = set()
         self.tasks: set[asyncio.Task] = set()
 
@@ -83,13 +83,6 @@ class Baseline:
 
     async def run(self) -> None:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32))
-        self.experiment_name = f"traindeploy-{self.namespace}"
-        found = await self.mlflow("GET", "experiments/get-by-name", params={"experiment_name": self.experiment_name})
-        if found.get("experiment"):
-            self.experiment_id = found["experiment"]["experiment_id"]
-        else:
-            self.experiment_id = (await self.mlflow("POST", "experiments/create", {"name": self.experiment_name},
-                                                    exists_ok=True))["experiment_id"]
         print("ready", flush=True)
         # TrainDeploys first: a child is acted on only once its owner has been seen.
         self.tds_listed = asyncio.Event()
@@ -157,15 +150,21 @@ class Baseline:
 
     async def start(self, td: dict) -> None:
         name, uid = td["metadata"]["name"], td["metadata"]["uid"]
+        experiment_name = f"traindeploy/{self.namespace}/{name}"
+        created = await self.mlflow("POST", "experiments/create", {"name": experiment_name}, exists_ok=True)
+        if "experiment_id" not in created:  # made by an earlier start of this process
+            created = (await self.mlflow("GET", "experiments/get-by-name",
+                                         params={"experiment_name": experiment_name}))["experiment"]
+        self.experiments[name] = created["experiment_id"]
         run = await self.mlflow("POST", "runs/create", {
-            "experiment_id": self.experiment_id, "run_name": f"{name}-{CYCLE}", "start_time": int(time.time() * 1000),
+            "experiment_id": self.experiments[name], "run_name": f"{name}-{CYCLE}", "start_time": int(time.time() * 1000),
             "tags": [{"key": f"{TAG}uid", "value": uid}, {"key": f"{TAG}cycle", "value": CYCLE}]})
         run_id = run["run"]["info"]["run_id"]
         self.runs[name] = run_id
         training = td["spec"]["training"]
         job_name = naming.training_job_name(name, CYCLE)
         job = pytorchjob.build(naming.child_metadata(td, job_name, CYCLE, "training"), training,
-                               env=lifecycle.mlflow_env(self.mlflow_url, self.experiment_name, run_id, None, []),
+                               env=lifecycle.mlflow_env(self.mlflow_url, experiment_name, run_id, None, []),
                                hyperparameters=dict(training.get("hyperparameters") or {}),
                                gpu_resource="nvidia.com/gpu")
         try:
@@ -186,7 +185,7 @@ class Baseline:
             await self.kube.patch_status(TRAINDEPLOYS, self.namespace, name, _ready("Failed", "False"))
             return
         found = await self.mlflow("POST", "logged-models/search", {
-            "experiment_ids": [self.experiment_id], "filter": f"source_run_id = '{run_id}'", "max_results": 10})
+            "experiment_ids": [self.experiments[name]], "filter": f"source_run_id = '{run_id}'", "max_results": 10})
         model_id = found["models"][0]["info"]["model_id"]
         await self.mlflow("POST", "registered-models/create", {"name": model_name}, exists_ok=True)
         version = (await self.mlflow("POST", "model-versions/create", {
