@@ -51,9 +51,7 @@ def api_client(control_plane):
 @pytest.fixture(scope="session")
 def apiserver(control_plane):
     """The operator's own apiserver client (`traindeploy.apiserver`), on the admin kubeconfig."""
-    from traindeploy.apiserver import ApiServer
-
-    api = ApiServer.from_environment(connections=4)  # $KUBECONFIG is the control plane's
+    api = control_plane.apiserver()
     yield api
     api.close()
 

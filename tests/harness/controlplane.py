@@ -30,6 +30,16 @@ class ControlPlane(controlplane.ControlPlane):
                          kubectl or tools.kube_tools_dir() / "kubectl",
                          scheduler=scheduler, controllers=controllers)
 
+    def apiserver(self, connections: int = 4):
+        """The operator's own apiserver client (`traindeploy.apiserver`) on this control plane's
+        admin kubeconfig, whatever $KUBECONFIG names (the upstream tier runs a second cluster)."""
+        from unittest import mock
+
+        from traindeploy.apiserver import ApiServer
+
+        with mock.patch.dict("os.environ", {"KUBECONFIG": str(self.kubeconfig)}):
+            return ApiServer.from_environment(connections)
+
     def install_all_crds(self) -> list[str]:
         return self.install_crds(OUR_CRDS, upstream_crds_dir())
 

@@ -7,7 +7,7 @@ and reconcile Experiments (harness.upstream_katib) and KServe v0.20.0 InferenceS
 Standard mode (harness.upstream_kserve). The session control plane of the other tiers is not used
 here: its PyTorchJob CRD is another version's.
 
-`api_client` is overridden for this directory, so the root `namespace` fixture makes each test's
+`api_client` and `apiserver` are overridden for this directory, so the root `namespace` fixture makes each test's
 namespace on this tier's cluster.
 """
 
@@ -60,6 +60,14 @@ def api_client(upstream_control_plane):
     client = config.new_client_from_config(config_file=str(upstream_control_plane.kubeconfig))
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def apiserver(upstream_control_plane):
+    """The operator's own apiserver client, on this tier's cluster (as `api_client`)."""
+    api = upstream_control_plane.apiserver()
+    yield api
+    api.close()
 
 
 @pytest.fixture(scope="session")
