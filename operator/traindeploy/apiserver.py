@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import urllib3
@@ -80,6 +81,33 @@ def query_string(query: Mapping[str, Any] | None) -> str:
 def path_segment(value: str) -> str:
     """A name or namespace, quoted for a URL path (a `/` in it cannot reach another resource)."""
     return urllib.parse.quote(value, safe="")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A resource kind and where the apiserver serves it."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        """The apiserver path of the kind's collection (in `namespace`, or cluster-wide when
+        None), of one object `name`, or of its `subresource`."""
+        path = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if namespace is not None:
+            path += f"/namespaces/{path_segment(namespace)}"
+        path += f"/{self.plural}"
+        if name is not None:
+            path += f"/{path_segment(name)}"
+        if subresource is not None:
+            path += f"/{subresource}"
+        return path
 
 
 class TokenFile:

@@ -19,11 +19,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from traindeploy import metrics
-from traindeploy.apiserver import ApiError, ApiServer, Unreachable, path_segment
+from traindeploy.apiserver import ApiError, ApiServer, Kind, Unreachable
 from traindeploy.diff import drift, without_nones
 from traindeploy.secrets import decode_data
 
@@ -93,31 +92,6 @@ def classify(what: str, error: ApiError) -> KubeError:
 # HTTP 500 and no Status reason (gRPC ResourceExhausted), which reads like an outage: such an
 # object is refused here, before it is sent, so the cycle fails instead of retrying forever.
 MAX_OBJECT_BYTES = 1572864
-
-
-@dataclass(frozen=True)
-class Kind:
-    group: str
-    version: str
-    plural: str
-    kind: str
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
-        """The apiserver path of the kind's collection (in `namespace`, or cluster-wide when
-        None), of one object `name`, or of its `subresource`."""
-        path = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if namespace is not None:
-            path += f"/namespaces/{path_segment(namespace)}"
-        path += f"/{self.plural}"
-        if name is not None:
-            path += f"/{path_segment(name)}"
-        if subresource is not None:
-            path += f"/{subresource}"
-        return path
 
 
 CRD = Kind("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition")

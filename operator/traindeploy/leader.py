@@ -24,22 +24,13 @@ import uuid
 from typing import Callable
 
 from traindeploy import metrics
-from traindeploy.apiserver import ApiError, ApiServer, Unreachable, path_segment
+from traindeploy.apiserver import ApiError, ApiServer, Kind, Unreachable
+from traindeploy.conditions import precise_rfc3339
 
 log = logging.getLogger(__name__)
 
 
-def leases_path(namespace: str) -> str:
-    return f"/apis/coordination.k8s.io/v1/namespaces/{path_segment(namespace)}/leases"
-
-
-def lease_path(namespace: str, name: str) -> str:
-    return f"{leases_path(namespace)}/{path_segment(name)}"
-
-
-def micro_time(moment: dt.datetime) -> str:
-    """A Kubernetes MicroTime (a Lease's acquireTime and renewTime): RFC 3339 in UTC, microseconds."""
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+LEASE = Kind("coordination.k8s.io", "v1", "leases", "Lease")
 
 
 def identity(pod_name: str | None) -> str:
@@ -62,7 +53,7 @@ class LeaseElector:
                  clock: Callable[[], float] = time.monotonic) -> None:
         check_timings(lease_duration, renew_deadline, retry_period)
         self.api, self.namespace, self.name, self.me = api, namespace, name, me
-        self.path = lease_path(namespace, name)
+        self.path = LEASE.path(namespace, name)
         self.lease_duration, self.renew_deadline, self.retry_period = lease_duration, renew_deadline, retry_period
         self.clock = clock
         self._observed: tuple | None = None
@@ -73,7 +64,8 @@ class LeaseElector:
 
     def try_acquire_or_renew(self, timeout: float) -> bool:
         """One read and at most one write; True when this candidate holds the Lease afterwards."""
-        now = micro_time(dt.datetime.now(dt.timezone.utc))
+        # A Lease's acquireTime and renewTime are MicroTimes: RFC 3339 with microseconds.
+        now = precise_rfc3339(dt.datetime.now(dt.timezone.utc))
         try:
             lease = self.api.request("GET", self.path, timeout=timeout)
         except ApiError as error:
@@ -112,13 +104,13 @@ class LeaseElector:
         return True
 
     def _create(self, now: str, timeout: float) -> bool:
-        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        body = {"apiVersion": LEASE.api_version, "kind": LEASE.kind,
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "spec": {"holderIdentity": self.me, "acquireTime": now, "renewTime": now,
                          "leaseDurationSeconds": int(self.lease_duration), "leaseTransitions": 0}}
         sent = self.clock()
         try:
-            self.api.request("POST", leases_path(self.namespace), body=body, timeout=timeout)
+            self.api.request("POST", LEASE.path(self.namespace), body=body, timeout=timeout)
         except ApiError as error:  # 409: another candidate created it first
             log.info("Lease %s/%s not created: HTTP %s.", self.namespace, self.name, error.status)
             return False
@@ -171,7 +163,7 @@ class LeaseElector:
             if spec.get("holderIdentity") != self.me:
                 return
             spec.pop("holderIdentity")
-            spec["renewTime"] = micro_time(dt.datetime.now(dt.timezone.utc))
+            spec["renewTime"] = precise_rfc3339(dt.datetime.now(dt.timezone.utc))
             self.api.request("PUT", self.path, body={**lease, "spec": spec}, timeout=self.retry_period)
             log.info("Released Lease %s/%s.", self.namespace, self.name)
         except (ApiError, Unreachable) as error:  # a standby then waits one lease duration instead

@@ -8,7 +8,7 @@ import threading
 import time
 
 from traindeploy import apiserver as rest
-from traindeploy.leader import LeaseElector, lease_path
+from traindeploy.leader import LEASE, LeaseElector
 
 NAME = "traindeploy-operator"
 
@@ -27,7 +27,7 @@ def elector(api, namespace: str, me: str, clock=time.monotonic, **timings) -> Le
 
 
 def read(api, namespace: str) -> dict:
-    return api.request("GET", lease_path(namespace, NAME), timeout=5)
+    return api.request("GET", LEASE.path(namespace, NAME), timeout=5)
 
 
 def holder(api, namespace: str) -> str | None:
@@ -119,7 +119,7 @@ def test_a_leader_that_finds_another_holder_stops_at_once(apiserver, namespace):
     assert leader.acquire()
     lease = read(api, namespace)
     lease["spec"]["holderIdentity"] = "usurper"
-    api.request("PUT", lease_path(namespace, NAME), body=lease, timeout=5)
+    api.request("PUT", LEASE.path(namespace, NAME), body=lease, timeout=5)
     lost, stopping = [], threading.Event()
     thread = threading.Thread(target=leader.keep, args=(lost.append, stopping))
     thread.start()
