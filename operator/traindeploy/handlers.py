@@ -4,9 +4,9 @@ kopf watches the TrainDeploys: each event keeps the object's latest version (com
 managedFields) and queues a pass when something the operator acts on changed: the spec, the
 annotations it reads, or one of its children (listed and watched per kind by the operator's
 informers, not polled). A fixed number of workers run the passes (`workqueue.WorkQueue`), one
-at a time per TrainDeploy, each due again after its requeue delay, a resync or a backoff. Outside systems that cannot be watched (KFP,
-MLflow) are polled only while a stage waits on them, and an unavailable dependency is retried
-with exponential backoff. The API load therefore grows with change, not with the number of
+at a time per TrainDeploy, each due again after its requeue delay, a resync or a backoff.
+Outside systems that cannot be watched (KFP, MLflow) are polled only while a stage waits on
+them, and an unavailable dependency is retried with exponential backoff. The API load therefore grows with change, not with the number of
 TrainDeploys.
 """
 
@@ -334,10 +334,9 @@ async def traindeploy_changed(type: str | None, body: kopf.Body, uid: str, memo:
         return
     item = _items.get(uid)
     if item is None:
-        _items[uid] = _TrainDeploy(body=kept(body))
-        queue.add(uid, _first_delay(body, memo.env.config))
-        return
-    item.body = kept(body)
+        item = _items[uid] = _TrainDeploy(body=kept(body))
+    else:
+        item.body = kept(body)
     if not item.passed:
         queue.add(uid, _first_delay(body, memo.env.config))
     elif _interesting(body) != item.seen:

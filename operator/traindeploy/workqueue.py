@@ -91,19 +91,19 @@ class WorkQueue:
     async def stop(self, timeout: float) -> None:
         """Takes no more keys, waits up to `timeout` for those being processed, then cancels."""
         self._closing = True
-        for task in self._tasks[:1]:
-            task.cancel()
-        waiting = [self.done(key) for key in list(self._active)]
+        if self._tasks:
+            self._tasks[0].cancel()  # the timer: nothing becomes due any more
+        waiting = [asyncio.ensure_future(self.done(key)) for key in list(self._active)]
         if waiting:
-            await asyncio.wait([asyncio.ensure_future(w) for w in waiting], timeout=timeout)
+            await asyncio.wait(waiting, timeout=timeout)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _enqueue(self, key: Hashable) -> None:
-        if key in self._active:
-            self._again[key] = self._clock()
-        elif key not in self._queued:
+        """Hands a key that is not active to the workers (a key due on the timer never is: `add`
+        keeps an active key's next time in `_again`)."""
+        if key not in self._queued:
             self._queued.add(key)
             self._ready.put_nowait(key)
 
