@@ -13,6 +13,19 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 10))
 
 
+def processed(process, keys: list[str], workers: int = 1, seconds: float = 0.05):
+    """`process` after `keys` were added to a running queue and it ran for `seconds`."""
+    async def scenario():
+        queue = WorkQueue(process, workers=workers).start()
+        for key in keys:
+            queue.add(key)
+        await asyncio.sleep(seconds)
+        await queue.stop(1)
+        return process
+
+    return run(scenario())
+
+
 class Recorder:
     def __init__(self, delay: float | None = None, hold: float = 0.0) -> None:
         self.calls: list[str] = []
@@ -33,17 +46,7 @@ class Recorder:
 
 
 def test_a_key_added_many_times_while_queued_is_processed_once():
-    async def scenario():
-        process = Recorder()
-        queue = WorkQueue(process, workers=2)
-        for _ in range(5):
-            queue.add("a")
-        queue.start()
-        await asyncio.sleep(0.05)
-        await queue.stop(1)
-        return process.calls
-
-    assert run(scenario()) == ["a"]
+    assert processed(Recorder(), ["a"] * 5, workers=2).calls == ["a"]
 
 
 def test_a_key_added_while_processed_goes_again_once_right_after():
@@ -62,16 +65,7 @@ def test_a_key_added_while_processed_goes_again_once_right_after():
 
 
 def test_workers_bound_concurrency():
-    async def scenario():
-        process = Recorder(hold=0.02)
-        queue = WorkQueue(process, workers=3).start()
-        for n in range(20):
-            queue.add(f"k{n}")
-        await asyncio.sleep(0.5)
-        await queue.stop(1)
-        return process
-
-    process = run(scenario())
+    process = processed(Recorder(hold=0.02), [f"k{n}" for n in range(20)], workers=3, seconds=0.5)
     assert sorted(process.calls) == sorted(f"k{n}" for n in range(20))
     assert process.most_active == 3
 
@@ -96,15 +90,7 @@ def test_due_times_are_kept_and_the_earliest_wins():
 
 
 def test_the_delay_a_pass_returns_schedules_the_next_one():
-    async def scenario():
-        process = Recorder(delay=0.05)
-        queue = WorkQueue(process, workers=1).start()
-        queue.add("a")
-        await asyncio.sleep(0.28)
-        await queue.stop(1)
-        return len(process.calls)
-
-    assert 3 <= run(scenario()) <= 7
+    assert 3 <= len(processed(Recorder(delay=0.05), ["a"], seconds=0.28).calls) <= 7
 
 
 def test_forgotten_keys_are_not_repeated():
@@ -128,23 +114,16 @@ def test_forgotten_keys_are_not_repeated():
 
 
 def test_a_failing_process_does_not_kill_its_worker():
-    async def scenario():
-        calls = []
+    calls = []
 
-        async def process(key):
-            calls.append(key)
-            if key == "bad":
-                raise RuntimeError("boom")
-            return None
+    async def process(key):
+        calls.append(key)
+        if key == "bad":
+            raise RuntimeError("boom")
+        return None
 
-        queue = WorkQueue(process, workers=1).start()
-        queue.add("bad")
-        queue.add("good")
-        await asyncio.sleep(0.05)
-        await queue.stop(1)
-        return calls
-
-    assert run(scenario()) == ["bad", "good"]
+    processed(process, ["bad", "good"])
+    assert calls == ["bad", "good"]
 
 
 def test_stop_waits_for_the_processing_under_way():
